@@ -1,0 +1,39 @@
+"""flask-impulse: type-safe realtime updates over Server-Sent Events for Flask, wire-compatible
+with Impulse Realtime."""
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BackplaneUnavailable,
+    ConfigurationError,
+    ImpulseError,
+    PushError,
+    ServerClientError,
+)
+from .extension import Impulse
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .client import ServerClient
+
+
+def __getattr__(name: str) -> Any:
+    # The clients import requests, and with it ssl; loading them lazily keeps ssl out of a
+    # gunicorn master, so gevent can patch it cleanly in the workers.
+    if name == "ServerClient":
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'flask_impulse' has no attribute {name!r}")
+
+__all__ = [
+    "BackplaneUnavailable",
+    "ConfigurationError",
+    "Impulse",
+    "ImpulseError",
+    "PushError",
+    "ServerClient",
+    "ServerClientError",
+    "__version__",
+]

@@ -1,0 +1,148 @@
+"""The broker: accepts pushes, fans them out to local connections, and ends streams on drain.
+
+Fan-out goes through a blinker signal whose sender is the channel name: each connection
+connects its ``offer`` once per channel it streams, so a push reaches the queues of that
+channel's connections only, never a scan over every connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import blinker
+import gevent
+
+from .. import _json
+from ..errors import PushError
+from ..validation import MISSING
+from .backplane import Backplane, Draft, MemoryBackplane, Published
+from .connection import Connection
+from .history import Replay
+from .message import Message, parse_id
+
+__all__ = ["Backplane", "Broker", "Connection", "Draft", "MemoryBackplane", "Message", "Published", "live_brokers"]
+
+
+class TooManyConnections(PushError):
+    status = 503
+
+
+_live_brokers: weakref.WeakSet[Broker] = weakref.WeakSet()
+
+
+def live_brokers() -> list[Broker]:
+    """Every broker alive in this process: what a worker drains when it exits."""
+    return list(_live_brokers)
+
+
+class Broker:
+    """One per app per process: the registry of open streams and the door to the backplane."""
+
+    def __init__(
+        self,
+        backplane: Backplane,
+        *,
+        token_hash_key: bytes,
+        max_connections: int,
+        queue_max_messages: int,
+        queue_max_bytes: int,
+        drain_window: float = 2.0,
+        retry_ms: int = 1000,
+    ) -> None:
+        self.backplane = backplane
+        self._token_hash_key = token_hash_key
+        self._max_connections = max_connections
+        self._queue_max_messages = queue_max_messages
+        self._queue_max_bytes = queue_max_bytes
+        self._drain_window = drain_window
+        self._retry_ms = retry_ms
+        self._published = blinker.Signal("impulse message published")
+        self.connections: set[Connection] = set()
+        self.started = time.time()
+        self.draining = False
+        backplane.start(self.deliver)
+        _live_brokers.add(self)
+
+    # -- tokens ---------------------------------------------------------------------
+    def audience_key(self, token: str) -> bytes:
+        """The keyed hash that stands in for a token wherever one is kept or compared."""
+        return hashlib.blake2b(token.encode(), key=self._token_hash_key, digest_size=16).digest()
+
+    # -- subscribers ------------------------------------------------------------------
+    def open(self, channels: tuple[str, ...], topic: str | None, token: str | None) -> Connection:
+        if self.draining:
+            raise TooManyConnections(
+                "Service shutting down", "reconnect to another instance", headers={"Retry-After": "1"}
+            )
+        if len(self.connections) >= self._max_connections:
+            raise TooManyConnections(
+                "Too many connections",
+                f"this worker holds its limit of {self._max_connections} streams (IMPULSE_MAX_CONNECTIONS)",
+                headers={"Retry-After": str(random.randint(1, 5))},
+            )
+        connection = Connection(
+            channels,
+            topic,
+            self.audience_key(token) if token is not None else None,
+            max_messages=self._queue_max_messages,
+            max_bytes=self._queue_max_bytes,
+        )
+        self.connections.add(connection)
+        for channel in channels:
+            self._published.connect(connection.offer_from, sender=channel, weak=False)
+        return connection
+
+    def release(self, connection: Connection) -> None:
+        """Forget a connection; safe to call more than once."""
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self._published.disconnect(connection.offer_from)
+
+    def replay(self, connection: Connection, last_event_id: str) -> Replay:
+        """The messages ``connection`` missed after ``last_event_id``, filtered by its audience."""
+        replay = self.backplane.replay(connection.channels, parse_id(last_event_id))
+        return Replay([m for m in replay.messages if connection.matches(m)], replay.gap)
+
+    # -- publishers -------------------------------------------------------------------
+    def draft(self, channel: str, payload: Any, tokens: Iterable[str] | None, topic: str | None) -> Draft:
+        """Encode a push once, whatever the number of connections it will reach."""
+        data = _json.dumps({"channel": channel} if payload is MISSING else {"channel": channel, "payload": payload})
+        audience = frozenset(self.audience_key(t) for t in tokens) if tokens is not None else None
+        return Draft(channel, data, topic, audience)
+
+    def publish(self, draft: Draft) -> Published:
+        return self.backplane.publish(draft)
+
+    def deliver(self, message: Message) -> int:
+        """Hand ``message`` to this process's connections on its channel; count the takers."""
+        sent = 0
+        for _receiver, taken in self._published.send(message.channel, message=message):
+            sent += taken
+        return sent
+
+    # -- shutdown ---------------------------------------------------------------------
+    def drain(self) -> gevent.Greenlet:
+        """End every stream within the drain window, at random moments so that clients do
+        not all reconnect at once; each is told to retry after the retry delay plus jitter."""
+        self.draining = True
+        window, retry_ms = self._drain_window, self._retry_ms
+
+        def close_all() -> None:
+            connections = list(self.connections)
+            random.shuffle(connections)
+            step = window / max(len(connections), 1)
+            for connection in connections:
+                connection.close("service draining", retry_ms + random.randint(0, retry_ms))
+                gevent.sleep(step)
+
+        return gevent.spawn(close_all)
+
+    def close(self) -> None:
+        for connection in list(self.connections):
+            connection.close("broker closed")
+        self.backplane.close()

@@ -1,0 +1,72 @@
+"""Where an accepted push goes before it reaches local connections.
+
+The broker does the local fan-out; a backplane only issues the message id, keeps the
+history, and brings every message (its own and other processes') to ``deliver``. The
+in-memory backplane does this inside one process; the Redis backplane does it across
+workers and replicas, behind the same interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .history import MemoryHistory, Replay
+from .message import IdClock, Message, MessageKey
+
+Deliver = Callable[[Message], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A validated push, encoded, waiting for its id."""
+
+    channel: str
+    data: bytes
+    topic: str | None
+    audience: frozenset[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    id: str
+    sent: int
+
+
+class Backplane(ABC):
+    """Issues ids, keeps history, and carries each message to every process's ``deliver``."""
+
+    def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    @abstractmethod
+    def publish(self, draft: Draft) -> Published:
+        """Accept a message for delivery everywhere, or raise ``BackplaneUnavailable``."""
+
+    @abstractmethod
+    def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
+        """The retained messages on ``channels`` after ``after``, oldest first."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and background greenlets."""
+
+
+class MemoryBackplane(Backplane):
+    """One process: delivery is a direct call, so ``sent`` is exact."""
+
+    def __init__(self, history_size: int, history_ttl: float) -> None:
+        self._clock = IdClock()
+        self.history = MemoryHistory(history_size, history_ttl, started=self._clock.now())
+
+    def publish(self, draft: Draft) -> Published:
+        message = Message.create(self._clock.next(), draft.channel, draft.data, draft.topic, draft.audience)
+        self.history.append(message)
+        return Published(message.id, self._deliver(message))
+
+    def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
+        return self.history.replay(channels, after)
+
+    def close(self) -> None:
+        """Nothing to release: the history goes with the process."""

@@ -1,0 +1,176 @@
+"""One open stream: its subscription, and the bounded queue between publishers and its writer."""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Iterator
+
+import gevent
+from gevent.event import Event
+
+from ..sse import HEARTBEAT, encode_retry
+from .message import Message, MessageKey
+
+
+class StalledWrite(ConnectionResetError):
+    """Raised into a stream's greenlet whose client stopped reading: gunicorn treats it as a
+    reset connection, closes the socket quietly, and our generator's ``finally`` cleans up."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.ECONNRESET, reason)
+
+
+class Connection:
+    """A subscriber's stream.
+
+    Publishers call :meth:`offer` (through the broker's signal); it never blocks. The
+    stream's own greenlet runs :meth:`frames`, which waits for messages and hands them to the
+    server in one write per wake-up. The queue is bounded by count and by bytes: a client
+    that does not read is closed rather than allowed to hold memory.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closing",
+        "_greenlet",
+        "_max_bytes",
+        "_max_messages",
+        "_queue",
+        "_queued_bytes",
+        "_retry_ms",
+        "_skip_until",
+        "_wakeup",
+        "_writing",
+        "audience_key",
+        "channels",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        topic: str | None,
+        audience_key: bytes | None,
+        *,
+        max_messages: int,
+        max_bytes: int,
+    ) -> None:
+        self.channels = channels
+        self.topic = topic
+        self.audience_key = audience_key
+        self._queue: deque[Message] = deque()
+        self._queued_bytes = 0
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._wakeup = Event()
+        self._closing: str | None = None
+        self._retry_ms: int | None = None
+        self._greenlet: gevent.Greenlet | None = None
+        self._writing = False
+        # During resume, live messages at or before the last replayed id are already sent.
+        self._skip_until: MessageKey | None = None
+
+    # -- publisher side ---------------------------------------------------------------
+    def offer(self, message: Message) -> bool:
+        """Queue ``message`` if this connection's subscription matches it."""
+        if message.topic is not None and message.topic != self.topic:
+            return False
+        if message.audience is not None and self.audience_key not in message.audience:
+            return False
+        if self._closing is not None:
+            return False
+        if len(self._queue) >= self._max_messages or self._queued_bytes + len(message.frame) > self._max_bytes:
+            self.close("slow consumer: its queue is full")
+            return False
+        self._queue.append(message)
+        self._queued_bytes += len(message.frame)
+        self._wakeup.set()
+        return True
+
+    def offer_from(self, sender: str, *, message: Message) -> bool:
+        """The broker signal's receiver: blinker passes the channel as the sender."""
+        return self.offer(message)
+
+    def matches(self, message: Message) -> bool:
+        """Whether this subscription would receive ``message`` (used to filter a replay)."""
+        return (
+            message.channel in self.channels
+            and (message.topic is None or message.topic == self.topic)
+            and (message.audience is None or self.audience_key in message.audience)
+        )
+
+    def close(self, reason: str, retry_ms: int | None = None) -> None:
+        """End the stream soon; with ``retry_ms``, tell the client when to reconnect."""
+        if self._closing is not None:
+            return
+        self._closing = reason
+        self._retry_ms = retry_ms
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wakeup.set()
+        if self._writing and self._greenlet is not None:
+            # The writer is stuck in a write to a client that is not reading: break it out.
+            self._greenlet.kill(StalledWrite(reason), block=False)
+
+    @property
+    def closing_reason(self) -> str | None:
+        return self._closing
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- writer side ------------------------------------------------------------------
+    def frames(self, preamble: bytes, replay: list[Message], heartbeat_interval: float) -> Iterator[bytes]:
+        """The stream body: preamble and replay, then live messages and heartbeats.
+
+        Each ``yield`` is one socket write. A write that cannot finish within a heartbeat
+        interval means the client is gone or not reading, so it is cut off: pywsgi and
+        gunicorn see a disconnect only when a write fails, which is why the heartbeat is
+        also the dead-client detector.
+        """
+        self._greenlet = gevent.getcurrent()  # type: ignore[assignment]
+        first = preamble
+        if replay:
+            first += b"".join(message.frame for message in replay)
+            self._skip_until = replay[-1].key
+        yield from self._write(first, heartbeat_interval)
+        queue = self._queue
+        wakeup = self._wakeup
+        while True:
+            if not queue and self._closing is None:
+                wakeup.clear()
+                if not wakeup.wait(heartbeat_interval):
+                    yield from self._write(HEARTBEAT, heartbeat_interval)
+                    continue
+            if self._closing is not None:
+                if self._retry_ms is not None:
+                    yield from self._write(encode_retry(self._retry_ms), heartbeat_interval)
+                return
+            batch = list(queue)
+            queue.clear()
+            self._queued_bytes = 0
+            if self._skip_until is not None:
+                batch = self._drop_replayed(batch)
+                if not batch:
+                    continue
+            yield from self._write(b"".join([message.frame for message in batch]), heartbeat_interval)
+
+    def _drop_replayed(self, batch: list[Message]) -> list[Message]:
+        skip_until = self._skip_until
+        assert skip_until is not None
+        fresh = [message for message in batch if message.key > skip_until]
+        if fresh:
+            self._skip_until = None  # ids only increase: nothing later can be a duplicate
+        return fresh
+
+    def _write(self, data: bytes, stall_after: float) -> Iterator[bytes]:
+        self._writing = True
+        timer = gevent.Timeout(stall_after, StalledWrite("write stalled past the heartbeat interval"))
+        timer.start()
+        try:
+            yield data
+        finally:
+            timer.close()
+            self._writing = False

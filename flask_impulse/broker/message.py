@@ -1,0 +1,81 @@
+"""A message as the broker carries it: routed, identified, and encoded exactly once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..sse import encode_message
+
+#: An id's sortable form: (milliseconds since the epoch, sequence within that millisecond).
+MessageKey = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One push, ready for every connection it reaches.
+
+    ``frame`` holds the complete SSE bytes (``id:`` and ``data:`` lines). It is built once,
+    when the message is created, and written unchanged to each matching connection.
+    ``audience`` holds keyed hashes of the audience tokens, never the tokens themselves.
+    """
+
+    key: MessageKey
+    channel: str
+    topic: str | None
+    audience: frozenset[bytes] | None
+    frame: bytes
+    published_at: float
+
+    @property
+    def id(self) -> str:
+        return format_id(self.key)
+
+    @classmethod
+    def create(
+        cls,
+        key: MessageKey,
+        channel: str,
+        data: bytes,
+        topic: str | None = None,
+        audience: frozenset[bytes] | None = None,
+        published_at: float | None = None,
+    ) -> Message:
+        frame = encode_message(format_id(key), data)
+        return cls(key, channel, topic, audience, frame, published_at or time.time())
+
+
+def format_id(key: MessageKey) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+def parse_id(value: str) -> MessageKey | None:
+    """The key of an id we issued, or None for anything else."""
+    milliseconds, sep, sequence = value.partition("-")
+    if not sep or not milliseconds.isdigit() or not sequence.isdigit():
+        return None
+    if len(milliseconds) > 16 or len(sequence) > 16:
+        return None
+    return int(milliseconds), int(sequence)
+
+
+class IdClock:
+    """Issues ids that increase strictly and do not repeat across restarts.
+
+    An id is the wall-clock millisecond plus a sequence number within it, the same form
+    Redis stream ids take, so the Redis backplane can issue cluster-wide ids in it too. If
+    the clock steps back, ids keep counting from the last one rather than going back.
+    """
+
+    def __init__(self) -> None:
+        self._last: MessageKey = (0, 0)
+
+    def next(self) -> MessageKey:
+        now = int(time.time() * 1000)
+        last_ms, sequence = self._last
+        self._last = (now, 0) if now > last_ms else (last_ms, sequence + 1)
+        return self._last
+
+    def now(self) -> MessageKey:
+        """A key at least as late as any issued so far: messages after it are not yet issued."""
+        return max(self._last, (int(time.time() * 1000), 0))

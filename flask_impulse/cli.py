@@ -1,0 +1,123 @@
+"""``flask-impulse``: the standalone service, run by gunicorn with gevent workers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from . import __version__, gunicorn_config
+from .errors import ConfigurationError
+from .service import config_from_environment, create_app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="flask-impulse",
+        description="Impulse Realtime SSE broker: subscribe with GET /?channel=..., push with POST /.",
+    )
+    parser.add_argument("--host", default=env.get("HOST", "0.0.0.0"), help="interface to bind (HOST; default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")), help="port (PORT; default 8080)")
+    parser.add_argument("--secret", default=None, help="push secret (REALTIME_SECRET)")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="accept pushes without a secret (local development only)"
+    )
+    parser.add_argument("--workers", type=int, default=int(env.get("WEB_CONCURRENCY", "1")), help="worker processes")
+    parser.add_argument(
+        "--worker-connections",
+        type=int,
+        default=gunicorn_config.worker_connections,
+        help=f"streams per worker (default {gunicorn_config.worker_connections})",
+    )
+    parser.add_argument("--log-level", default="info", help="gunicorn log level (default info)")
+    parser.add_argument("--version", action="version", version=f"flask-impulse {__version__}")
+    return parser
+
+
+def service_config(args: argparse.Namespace) -> dict[str, Any]:
+    config = config_from_environment()
+    if args.secret:
+        config["IMPULSE_SECRET"] = args.secret
+    if args.no_auth:
+        config["IMPULSE_PUSH_WITHOUT_SECRET"] = True
+    if args.workers > 1 and not config.get("IMPULSE_REDIS_URL"):
+        raise ConfigurationError(
+            "--workers above 1 needs a shared backplane: each worker holds its own streams, and a push "
+            "taken by one worker would never reach the streams of another. Run one worker "
+            "(it holds 10,000+ streams) or configure Redis."
+        )
+    return config
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one: every stream is a file descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class StandaloneService(BaseApplication):  # type: ignore[misc]
+    """gunicorn, configured from code, loading the service app in each worker."""
+
+    def __init__(self, options: dict[str, Any], config: dict[str, Any]) -> None:
+        self.options = options
+        self.service_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return create_app(self.service_config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = service_config(args)
+        app = create_app(config)  # fail here, before forking, on any configuration error
+    except (ConfigurationError, ValueError) as exc:
+        print(f"flask-impulse: {exc}", file=sys.stderr)
+        return 2
+    open_files = raise_open_file_limit()
+    auth = "on" if app.config["IMPULSE_SECRET"] else "OFF (--no-auth: anyone can push)"
+    url = f"http://{args.host}:{args.port}/"
+
+    def when_ready(server: Any) -> None:
+        print(
+            f"flask-impulse {__version__} listening on {url} | push auth {auth} | "
+            f"workers {args.workers} x {args.worker_connections} streams | open files {open_files}",
+            flush=True,
+        )
+
+    options = {
+        "bind": f"{args.host}:{args.port}",
+        "workers": args.workers,
+        "worker_class": gunicorn_config.worker_class,
+        "worker_connections": args.worker_connections,
+        "timeout": gunicorn_config.timeout,
+        "graceful_timeout": gunicorn_config.graceful_timeout,
+        "keepalive": gunicorn_config.keepalive,
+        "control_socket_disable": gunicorn_config.control_socket_disable,
+        "logger_class": gunicorn_config.RedactingLogger,
+        "post_worker_init": gunicorn_config.post_worker_init,
+        "when_ready": when_ready,
+        "accesslog": "-",
+        "loglevel": args.log_level,
+    }
+    StandaloneService(options, config).run()
+    return 0

@@ -1,0 +1,133 @@
+"""Every ``IMPULSE_*`` setting, its default, and what it is for.
+
+The extension reads these once, in ``init_app``; change them before that call. The
+standalone service maps the reference broker's environment variables onto them (see
+``service.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+MiB = 1024 * 1024
+
+#: Defaults, applied with ``app.config.setdefault``. One line each says what it controls.
+DEFAULTS: dict[str, Any] = {
+    # Bearer secret(s) for the HTTP push endpoint: a string, or a list to allow rotation.
+    # Unset, the push endpoint of an embedded app is disabled (impulse.push() still works).
+    "IMPULSE_SECRET": None,
+    # Accept pushes from anyone when no secret is set. Only for local development.
+    "IMPULSE_PUSH_WITHOUT_SECRET": False,
+    # Seconds between ": heartbeat" comments; a failed heartbeat write is how a dead client is found.
+    "IMPULSE_HEARTBEAT_INTERVAL": 30.0,
+    # Reconnect delay, in milliseconds, sent as "retry:" when a stream opens.
+    "IMPULSE_RETRY_MS": 1000,
+    # Largest accepted push body, in bytes (413 beyond it).
+    "IMPULSE_MAX_BODY_SIZE": 1 * MiB,
+    # Longest accepted channel, topic and token, in characters (400 beyond them).
+    "IMPULSE_MAX_CHANNEL_LENGTH": 256,
+    "IMPULSE_MAX_TOPIC_LENGTH": 256,
+    "IMPULSE_MAX_TOKEN_LENGTH": 4096,
+    # Most channels one stream may subscribe to (?channel=a&channel=b...).
+    "IMPULSE_MAX_CHANNELS_PER_STREAM": 32,
+    # Most tokens in one push's audience.
+    "IMPULSE_MAX_AUDIENCE_TOKENS": 10_000,
+    # Most push objects in one batch request.
+    "IMPULSE_MAX_BATCH_SIZE": 1000,
+    # Open streams per worker process; beyond it, 503 with Retry-After.
+    "IMPULSE_MAX_CONNECTIONS": 20_000,
+    # A connection whose unsent backlog exceeds either bound is a slow consumer: it is closed
+    # and resumes from history when it reconnects.
+    "IMPULSE_QUEUE_MAX_MESSAGES": 10_000,
+    "IMPULSE_QUEUE_MAX_BYTES": 8 * MiB,
+    # Messages retained per channel for Last-Event-ID resume: at most this many, for at most
+    # this many seconds. 0 turns history off.
+    "IMPULSE_HISTORY_SIZE": 1000,
+    "IMPULSE_HISTORY_TTL": 3600.0,
+    # Seconds over which streams are ended on shutdown, spread out so reconnects do not stampede.
+    "IMPULSE_DRAIN_WINDOW": 2.0,
+    # Pushes per second per publisher secret (0: unlimited); beyond it, 429 with Retry-After.
+    "IMPULSE_PUSH_RATE_LIMIT": 0.0,
+    # Health endpoint path, below the blueprint's prefix, and its optional bearer token.
+    "IMPULSE_HEALTH_PATH": "/health",
+    "IMPULSE_HEALTH_TOKEN": None,
+    # CORS: "*" (the reference's default), or a comma-separated list / list of origins.
+    "IMPULSE_CORS_ORIGINS": "*",
+    "IMPULSE_CORS_CREDENTIALS": False,
+    # Redis backplane URL (pip install flask-impulse[redis]); unset, the broker is in memory.
+    "IMPULSE_REDIS_URL": None,
+    # Key for the keyed hash that stands in for subscriber tokens wherever they are stored or
+    # compared. Unset, it is derived from the push secret, or random per process.
+    "IMPULSE_TOKEN_HASH_KEY": None,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings one app runs with, typed and validated once."""
+
+    secrets: tuple[str, ...]
+    push_without_secret: bool
+    heartbeat_interval: float
+    retry_ms: int
+    max_body_size: int
+    max_channel_length: int
+    max_topic_length: int
+    max_token_length: int
+    max_channels_per_stream: int
+    max_audience_tokens: int
+    max_batch_size: int
+    max_connections: int
+    queue_max_messages: int
+    queue_max_bytes: int
+    history_size: int
+    history_ttl: float
+    drain_window: float
+    push_rate_limit: float
+    health_path: str
+    health_token: str | None
+    cors_origins: tuple[str, ...]
+    cors_credentials: bool
+    redis_url: str | None
+    token_hash_key: str | None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Settings:
+        values = {f.name: config[f"IMPULSE_{f.name.upper()}"] for f in fields(cls) if f.name != "secrets"}
+        secret = config["IMPULSE_SECRET"]
+        # A lone secret is taken whole (it may contain commas); a list allows rotation.
+        values["secrets"] = _as_tuple([secret] if isinstance(secret, str) else secret)
+        values["cors_origins"] = _as_tuple(values["cors_origins"]) or ("*",)
+        values["cors_credentials"] = _as_bool(values["cors_credentials"])
+        values["push_without_secret"] = _as_bool(values["push_without_secret"])
+        health_path = values["health_path"]
+        values["health_path"] = "/" + health_path.strip("/")
+        settings = cls(**values)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        if self.heartbeat_interval <= 0:
+            raise ValueError("IMPULSE_HEARTBEAT_INTERVAL must be a positive number of seconds")
+        if self.history_size < 0 or self.history_ttl < 0:
+            raise ValueError("IMPULSE_HISTORY_SIZE and IMPULSE_HISTORY_TTL must not be negative")
+        if self.queue_max_messages < 1 or self.queue_max_bytes < 1:
+            raise ValueError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
+        if self.health_path == "/":
+            raise ValueError("IMPULSE_HEALTH_PATH must not be the stream endpoint itself")
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    """A secret or origin setting as a tuple: accepts None, a comma-separated string, or a list."""
+    if not value:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(item.strip() for item in value if item and item.strip())
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)

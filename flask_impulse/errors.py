@@ -1,0 +1,63 @@
+"""The exceptions flask-impulse raises, under a single root::
+
+ImpulseError
+ +-- PushError (ValueError)        a push the broker refuses; carries the HTTP status
+ |    +-- BackplaneUnavailable     the backplane cannot take the push now (503)
+ +-- ConfigurationError (RuntimeError)
+ +-- ServerClientError             a push over HTTP got a non-2xx answer
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ImpulseError(Exception):
+    """Root of every flask-impulse exception."""
+
+
+class PushError(ImpulseError, ValueError):
+    """A push that is refused. ``status`` and ``error`` become the HTTP answer."""
+
+    status = 400
+
+    def __init__(
+        self,
+        error: str,
+        details: str | None = None,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{error}: {details}" if details else error)
+        self.error = error
+        self.details = details
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class BackplaneUnavailable(PushError):
+    """The backplane (Redis) is down: the push is refused rather than accepted and lost."""
+
+    status = 503
+
+
+class ConfigurationError(ImpulseError, RuntimeError):
+    """flask-impulse is set up in a way that cannot work; the message names the fix."""
+
+
+class ServerClientError(ImpulseError):
+    """The service answered a push with a non-2xx status."""
+
+    def __init__(self, status: int, error: str, details: Any = None) -> None:
+        super().__init__(f"HTTP {status}: {error}")
+        self.status = status
+        self.error = error
+        self.details = details

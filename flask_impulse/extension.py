@@ -1,0 +1,148 @@
+"""The Flask extension: configuration, the per-app broker, and in-process publishing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, has_app_context
+from flask_cors.core import get_cors_options
+
+from .broker import Backplane, Broker, MemoryBackplane, Published
+from .config import DEFAULTS, Settings
+from .errors import ConfigurationError
+from .validation import check_name, parse_tokens, parse_topic
+
+EXTENSION_KEY = "impulse"
+
+
+@dataclass
+class ImpulseState:
+    """What one app's extension holds, in ``app.extensions["impulse"]``."""
+
+    settings: Settings
+    broker: Broker
+    cors_options: Any = field(repr=False)
+
+
+class Impulse:
+    """Realtime updates over Server-Sent Events for a Flask app.
+
+    ::
+
+        impulse = Impulse(app)            # or Impulse() and impulse.init_app(app)
+        app.register_blueprint(impulse.blueprint, url_prefix="/realtime")
+        impulse.push("chat:message", {"text": "hi"})
+
+    Keyword options become defaults for the matching ``IMPULSE_*`` config keys
+    (``Impulse(secret="...")`` sets ``IMPULSE_SECRET`` unless the app config already does).
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        unknown = [name for name in options if f"IMPULSE_{name.upper()}" not in DEFAULTS]
+        if unknown:
+            raise TypeError(f"unknown Impulse options: {', '.join(sorted(unknown))}")
+        self._options = {f"IMPULSE_{name.upper()}": value for name, value in options.items()}
+        from .views import create_blueprint
+
+        self.blueprint: Blueprint = create_blueprint()
+        # The state of the app this extension was last set up on, for push() from greenlets
+        # that run outside any app context. With several apps, push() needs an app context.
+        self._apps: list[ImpulseState] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError("An Impulse instance is already registered on this app: call init_app once per app.")
+        for key, default in DEFAULTS.items():
+            app.config.setdefault(key, self._options.get(key, default))
+        settings = Settings.from_config(app.config)
+        broker = Broker(
+            self.create_backplane(settings),
+            token_hash_key=_token_hash_key(settings),
+            max_connections=settings.max_connections,
+            queue_max_messages=settings.queue_max_messages,
+            queue_max_bytes=settings.queue_max_bytes,
+            drain_window=settings.drain_window,
+            retry_ms=settings.retry_ms,
+        )
+
+        cors_options = get_cors_options(
+            app,
+            {
+                "origins": list(settings.cors_origins),
+                "supports_credentials": settings.cors_credentials,
+                # The reference answers "*" to every origin; reflecting the origin is only
+                # needed (and only allowed) with credentials.
+                "send_wildcard": settings.cors_origins == ("*",) and not settings.cors_credentials,
+                "allow_headers": ["Authorization", "Content-Type", "Last-Event-ID"],
+                "methods": ["GET", "POST", "OPTIONS"],
+                "vary_header": True,
+            },
+        )
+        state = ImpulseState(settings, broker, cors_options)
+        app.extensions[EXTENSION_KEY] = state
+        self._apps.append(state)
+
+    def create_backplane(self, settings: Settings) -> Backplane:
+        if settings.redis_url:
+            raise ConfigurationError("IMPULSE_REDIS_URL is set, but this build has no Redis backplane yet")
+        return MemoryBackplane(settings.history_size, settings.history_ttl)
+
+    # -- publishing ------------------------------------------------------------------------
+    def push(
+        self,
+        channel: str,
+        payload: Any,
+        tokens: str | Iterable[str] | None = None,
+        topic: str | None = None,
+    ) -> int:
+        """Publish to ``channel``; return the number of connections the message was written to.
+
+        Routes exactly as ``POST`` does: ``topic`` limits it to subscribers of that topic,
+        ``tokens`` to subscribers holding one of them. Never blocks on slow subscribers.
+        """
+        return self.publish(channel, payload, tokens=tokens, topic=topic).sent
+
+    def publish(
+        self,
+        channel: str,
+        payload: Any,
+        tokens: str | Iterable[str] | None = None,
+        topic: str | None = None,
+    ) -> Published:
+        """Like :meth:`push`, but also returns the message id."""
+        state = self.state
+        settings = state.settings
+        check_name(channel, "channel", settings.max_channel_length)
+        token_list = parse_tokens([tokens] if isinstance(tokens, str) else tokens and list(tokens), settings)
+        draft = state.broker.draft(channel, payload, token_list, parse_topic(topic, settings))
+        return state.broker.publish(draft)
+
+    @property
+    def state(self) -> ImpulseState:
+        """This extension's state for the current app (or its only app, outside a context)."""
+        if has_app_context():
+            try:
+                return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+            except KeyError:
+                raise ConfigurationError("Impulse is not initialised on this app: call init_app(app)") from None
+        if len(self._apps) == 1:
+            return self._apps[0]
+        raise ConfigurationError(
+            "push() outside an app context needs an extension set up on exactly one app; use `with app.app_context():`"
+        )
+
+
+def _token_hash_key(settings: Settings) -> bytes:
+    """The key for hashing subscriber tokens. It must agree across every process that shares
+    a backplane, so it is configured or derived from the push secret; otherwise random."""
+    if settings.token_hash_key:
+        return hashlib.sha256(settings.token_hash_key.encode()).digest()[:32]
+    if settings.secrets:
+        return hashlib.sha256(b"flask-impulse token hash key\0" + settings.secrets[0].encode()).digest()[:32]
+    return os.urandom(32)

@@ -1,0 +1,62 @@
+"""gunicorn settings and hooks for serving SSE: ``gunicorn -c python:flask_impulse.gunicorn_config wsgi:app``.
+
+What they fix in gunicorn's defaults, for long-lived streams:
+
+- gevent workers, with ``worker_connections`` raised from 1,000 (which silently caps streams);
+- access logs that never show the ``token`` query parameter;
+- on a worker's exit (SIGTERM, SIGINT, a restart), every stream is ended within
+  ``IMPULSE_DRAIN_WINDOW`` seconds with a ``retry:`` hint, instead of being held until
+  ``graceful_timeout`` or cut all at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gevent
+from gunicorn.glogging import Logger
+
+from .broker import live_brokers
+
+worker_class = "gevent"
+worker_connections = 20_100
+# gevent workers notify the arbiter from their own loop, so streams never trip this.
+timeout = 30
+graceful_timeout = 5
+keepalive = 75
+control_socket_disable = True
+
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&])(?:token|access_token|jwt)=)[^&\s]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of token-bearing query parameters replaced."""
+    return _SECRET_QUERY.sub(r"\1[redacted]", text)
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with tokens taken out of the request line and query string."""
+
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "q"):
+            if isinstance(atoms.get(name), str):
+                atoms[name] = redact(atoms[name])
+        return atoms
+
+
+logger_class = RedactingLogger
+
+
+def post_worker_init(worker: Any) -> None:
+    gevent.spawn(_drain_on_exit, worker)
+
+
+def _drain_on_exit(worker: Any) -> None:
+    # gunicorn marks a leaving worker with alive = False and then waits for open requests;
+    # streams never finish by themselves, so end them here.
+    while worker.alive:
+        gevent.sleep(0.1)
+    for broker in live_brokers():
+        broker.drain()

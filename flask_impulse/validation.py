@@ -1,0 +1,108 @@
+"""Checking what publishers and subscribers send, before anything reaches the broker."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from . import _json
+from .config import Settings
+from .errors import PushError
+
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators: none may
+# reach a header, a log line or an SSE comment.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class _Missing:
+    """A push without a ``payload`` key: encoded without one, as the reference broker does."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    channel: str
+    payload: Any
+    tokens: tuple[str, ...] | None = None
+    topic: str | None = None
+
+
+def check_name(value: str, what: str, max_length: int) -> str:
+    """Return ``value`` if it may serve as a channel, topic or token; raise ``PushError``."""
+    if not value:
+        raise PushError("Invalid request body", f"{what} must be a non-empty string")
+    if len(value) > max_length:
+        raise PushError("Invalid request body", f"{what} is longer than {max_length} characters")
+    if _CONTROL.search(value):
+        raise PushError("Invalid request body", f"{what} must not contain control characters")
+    return value
+
+
+def parse_push_body(body: bytes, settings: Settings) -> list[PushRequest] | PushRequest:
+    """A push object, or a list of them for a batch; raise ``PushError`` naming what is wrong."""
+    try:
+        data = _json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PushError("Invalid JSON body") from exc
+    if isinstance(data, list):
+        if not data:
+            raise PushError("Invalid request body", "a batch must hold at least one push object")
+        if len(data) > settings.max_batch_size:
+            raise PushError("Invalid request body", f"a batch holds at most {settings.max_batch_size} push objects")
+        pushes = []
+        for index, item in enumerate(data):
+            try:
+                pushes.append(parse_push_object(item, settings))
+            except PushError as exc:
+                raise PushError(exc.error, f"[{index}]: {exc.details}") from exc
+        return pushes
+    return parse_push_object(data, settings)
+
+
+def parse_push_object(data: Any, settings: Settings) -> PushRequest:
+    if not isinstance(data, dict):
+        raise PushError("Invalid request body", "the body must be a JSON object (or an array of them)")
+    channel = data.get("channel")
+    if not isinstance(channel, str):
+        raise PushError("Invalid request body", "channel must be a non-empty string")
+    check_name(channel, "channel", settings.max_channel_length)
+    audience = data.get("audience")
+    if audience is None:
+        return PushRequest(channel, data.get("payload", MISSING))
+    if not isinstance(audience, dict):
+        raise PushError("Invalid request body", "audience must be an object")
+    return PushRequest(
+        channel,
+        data.get("payload", MISSING),
+        parse_tokens(audience.get("tokens"), settings),
+        parse_topic(audience.get("topic"), settings),
+    )
+
+
+def parse_topic(topic: Any, settings: Settings) -> str | None:
+    if topic is None:
+        return None
+    if not isinstance(topic, str):
+        raise PushError("Invalid request body", "audience.topic must be a non-empty string")
+    return check_name(topic, "audience.topic", settings.max_topic_length)
+
+
+def parse_tokens(tokens: Any, settings: Settings) -> tuple[str, ...] | None:
+    if tokens is None:
+        return None
+    if isinstance(tokens, str):
+        tokens = [tokens]
+    if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
+        raise PushError("Invalid request body", "audience.tokens must be a string or a list of strings")
+    if len(tokens) > settings.max_audience_tokens:
+        raise PushError("Invalid request body", f"audience.tokens holds at most {settings.max_audience_tokens} tokens")
+    for token in tokens:
+        if token:  # an empty token matches no subscriber, as in the reference broker
+            check_name(token, "audience.tokens[]", settings.max_token_length)
+    return tuple(tokens)

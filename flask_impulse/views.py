@@ -1,0 +1,199 @@
+"""The blueprint: the SSE stream, the push endpoint and health, at whatever prefix it is
+registered under. Every answer that is not a stream is JSON, errors included."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask_cors.core import set_cors_headers
+from werkzeug.exceptions import HTTPException
+
+from . import _json
+from .auth import check_publisher
+from .broker import Connection
+from .errors import PushError
+from .extension import EXTENSION_KEY, ImpulseState
+from .sse import encode_comment, encode_event, encode_retry
+from .validation import PushRequest, check_name, parse_push_body
+
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # nginx buffers proxied answers unless told not to; a buffered stream never arrives.
+    "X-Accel-Buffering": "no",
+}
+_ALL_METHODS = ["GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
+
+
+def create_blueprint(name: str = "impulse") -> Blueprint:
+    blueprint = Blueprint(name, __name__)
+    # Every method reaches the view, so that a 405 is our JSON and not Flask's HTML.
+    blueprint.add_url_rule("/", "endpoint", endpoint, methods=_ALL_METHODS, strict_slashes=False)
+    blueprint.add_url_rule("/<path:subpath>", "subpath", subpath, methods=_ALL_METHODS)
+    blueprint.after_request(_add_cors_headers)
+    blueprint.register_error_handler(Exception, _json_error)
+    return blueprint
+
+
+def _state() -> ImpulseState:
+    return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+
+def error_response(status: int, error: str, details: Any = None, headers: dict[str, str] | None = None) -> Response:
+    body: dict[str, Any] = {"error": error}
+    if details is not None:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def endpoint() -> Response:
+    if request.method == "GET":
+        return stream()
+    if request.method == "POST":
+        return push()
+    if request.method == "OPTIONS":
+        return Response(status=204)
+    return error_response(405, "Method not allowed")
+
+
+def subpath(subpath: str) -> Response:
+    state = _state()
+    if "/" + subpath == state.settings.health_path:
+        if request.method not in ("GET", "HEAD"):
+            return error_response(405, "Method not allowed")
+        return health(state)
+    return error_response(404, "Not found")
+
+
+# -- subscribe ---------------------------------------------------------------------------
+def stream() -> Response:
+    state = _state()
+    settings = state.settings
+    channels = tuple(dict.fromkeys(c for c in request.args.getlist("channel") if c))
+    if not channels:
+        return error_response(400, "channel query parameter is required")
+    if len(channels) > settings.max_channels_per_stream:
+        return error_response(
+            400, "Too many channels", f"a stream may subscribe to at most {settings.max_channels_per_stream}"
+        )
+    try:
+        for channel in channels:
+            check_name(channel, "channel", settings.max_channel_length)
+        topic = _optional_query("topic", settings.max_topic_length)
+        token = _optional_query("token", settings.max_token_length)
+        last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+        if last_event_id is not None and len(last_event_id) > 64:
+            raise PushError("Invalid request", "Last-Event-ID is not an id this service issued")
+        connection = state.broker.open(channels, topic, token)
+    except PushError as exc:
+        return error_response(exc.status, exc.error, exc.details, exc.headers)
+
+    try:
+        preamble = b"".join(encode_comment(f"Connected to channel: {channel}") for channel in channels)
+        preamble += encode_retry(settings.retry_ms)
+        replay = []
+        if last_event_id:
+            # The connection is registered before history is read, so nothing published in
+            # between is missed; the connection drops live copies of what the replay sent.
+            resumed = state.broker.replay(connection, last_event_id)
+            if resumed.gap:
+                preamble += encode_event(_json.dumps({"lastEventId": last_event_id}), event="gap")
+            replay = resumed.messages
+    except BaseException:
+        state.broker.release(connection)
+        raise
+    body = _stream_body(state, connection, preamble, replay)
+    response = Response(body, status=200, headers=STREAM_HEADERS)
+    return response
+
+
+def _stream_body(state: ImpulseState, connection: Connection, preamble: bytes, replay: list[Any]) -> Iterator[bytes]:
+    try:
+        yield from connection.frames(preamble, replay, state.settings.heartbeat_interval)
+    finally:
+        state.broker.release(connection)
+
+
+def _optional_query(name: str, max_length: int) -> str | None:
+    value = request.args.get(name)
+    if not value:
+        return None
+    return check_name(value, name, max_length)
+
+
+# -- publish -----------------------------------------------------------------------------
+def push() -> Response:
+    state = _state()
+    settings = state.settings
+    try:
+        if not settings.secrets and not settings.push_without_secret:
+            raise PushError("Push endpoint disabled", "set IMPULSE_SECRET to enable the HTTP push endpoint", status=403)
+        if settings.secrets:
+            check_publisher(request.headers.get("Authorization"), settings.secrets)
+        body = _read_body(settings.max_body_size)
+        parsed = parse_push_body(body, settings)
+        if isinstance(parsed, list):
+            results = [_publish(state, item) for item in parsed]
+            return jsonify({"sent": sum(result["sent"] for result in results), "results": results})
+        return jsonify(_publish(state, parsed))
+    except PushError as exc:
+        return error_response(exc.status, exc.error, exc.details, exc.headers)
+
+
+def _publish(state: ImpulseState, push_request: PushRequest) -> dict[str, Any]:
+    broker = state.broker
+    published = broker.publish(
+        broker.draft(push_request.channel, push_request.payload, push_request.tokens, push_request.topic)
+    )
+    return {"sent": published.sent, "id": published.id}
+
+
+def _read_body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PushError("Payload too large", f"the body may hold at most {limit} bytes", status=413)
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise PushError("Payload too large", f"the body may hold at most {limit} bytes", status=413)
+    return body
+
+
+# -- health ------------------------------------------------------------------------------
+def health(state: ImpulseState) -> Response:
+    expected = state.settings.health_token
+    if expected is not None:
+        presented = request.args.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            return error_response(401, "Health check token required")
+    return jsonify(
+        {
+            "status": "ok",
+            "uptime": round(time.time() - state.broker.started, 3),
+            "connections": len(state.broker.connections),
+        }
+    )
+
+
+# -- every answer --------------------------------------------------------------------------
+def _add_cors_headers(response: Response) -> Response:
+    options = _state().cors_options
+    set_cors_headers(response, options)
+    if request.method == "OPTIONS" and response.headers.get("Access-Control-Allow-Origin"):
+        # The reference answers every OPTIONS as a preflight, asked for or not.
+        response.headers.setdefault("Access-Control-Allow-Headers", "Authorization, Content-Type")
+        response.headers.setdefault("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+    return response
+
+
+def _json_error(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return error_response(exc.code or 500, exc.name)
+    current_app.logger.exception("Unhandled error in flask-impulse")
+    return error_response(500, "Internal server error")

@@ -27,6 +27,7 @@ def __getattr__(name: str) -> Any:
         return getattr(client, name)
     raise AttributeError(f"module 'flask_impulse' has no attribute {name!r}")
 
+
 __all__ = [
     "BackplaneUnavailable",
     "ConfigurationError",

@@ -110,6 +110,9 @@ def stream() -> Response:
     except BaseException:
         state.broker.release(connection)
         raise
+    client_socket = request.environ.get("gunicorn.socket")
+    if client_socket is not None:
+        connection.watch_hangup(client_socket)
     body = _stream_body(state, connection, preamble, replay)
     response = Response(body, status=200, headers=STREAM_HEADERS)
     return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 from collections import deque
 from collections.abc import Iterator
 
@@ -34,6 +35,7 @@ class Connection:
         "__weakref__",
         "_closing",
         "_greenlet",
+        "_hangup_watcher",
         "_max_bytes",
         "_max_messages",
         "_queue",
@@ -68,6 +70,7 @@ class Connection:
         self._retry_ms: int | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._writing = False
+        self._hangup_watcher: object | None = None
         # During resume, live messages at or before the last replayed id are already sent.
         self._skip_until: MessageKey | None = None
 
@@ -122,6 +125,30 @@ class Connection:
         return len(self._queue)
 
     # -- writer side ------------------------------------------------------------------
+    def watch_hangup(self, client: socket.socket) -> None:
+        """Close as soon as the client hangs up, not at the next write.
+
+        An EventSource never sends anything after its request, so the socket turns readable
+        only when the client closes it (or sends garbage). A libev watcher costs no greenlet;
+        its callback peeks without blocking, in the hub.
+        """
+        raw = getattr(client, "_sock", client)  # gevent's socket wraps the real one
+        watcher = gevent.get_hub().loop.io(client.fileno(), 1)
+
+        def on_readable() -> None:
+            try:
+                data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            watcher.stop()
+            if not data:
+                self.close("client disconnected")
+
+        watcher.start(on_readable)
+        self._hangup_watcher = watcher
+
     def frames(self, preamble: bytes, replay: list[Message], heartbeat_interval: float) -> Iterator[bytes]:
         """The stream body: preamble and replay, then live messages and heartbeats.
 
@@ -130,7 +157,14 @@ class Connection:
         gunicorn see a disconnect only when a write fails, which is why the heartbeat is
         also the dead-client detector.
         """
-        self._greenlet = gevent.getcurrent()  # type: ignore[assignment]
+        self._greenlet = gevent.getcurrent()
+        try:
+            yield from self._frames(preamble, replay, heartbeat_interval)
+        finally:
+            if self._hangup_watcher is not None:
+                self._hangup_watcher.stop()  # type: ignore[attr-defined]
+
+    def _frames(self, preamble: bytes, replay: list[Message], heartbeat_interval: float) -> Iterator[bytes]:
         first = preamble
         if replay:
             first += b"".join(message.frame for message in replay)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from tests.support.server import LiveServer
+
+SECRET = "test-secret"
+
+
+@dataclass
+class Service:
+    """A running broker, and where its endpoint is mounted."""
+
+    server: LiveServer
+    base: str  # BASE of PROTOCOL.md: the stream and push endpoint
+    secret: str
+
+    def push(self, body: object, secret: str | None = None, **kwargs: object) -> requests.Response:
+        headers = {"Authorization": f"Bearer {secret or self.secret}"}
+        return requests.post(self.base, json=body, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def health(self) -> dict[str, object]:
+        return requests.get(self.server.health_url, timeout=5).json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def standalone() -> Iterator[Service]:
+    """The standalone service, as `gunicorn wsgi:app` serves it."""
+    with LiveServer("wsgi:app", env={"REALTIME_SECRET": SECRET}, name="standalone") as server:
+        yield Service(server, server.url + "/", SECRET)
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[Service]:
+    """flask-impulse inside a user's app, under url_prefix="/realtime"."""
+    with LiveServer("tests.apps.embedded:app", health_path="/realtime/health", name="embedded") as server:
+        yield Service(server, server.url + "/realtime", "embedded-secret")
+
+
+@pytest.fixture(params=["standalone", "embedded"])
+def service(request: pytest.FixtureRequest) -> Service:
+    """Each test that takes it runs against both mountings."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]

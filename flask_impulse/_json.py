@@ -16,7 +16,8 @@ except ImportError:  # pragma: no cover - exercised only without the optional sp
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON, as the official broker's ``JSON.stringify`` writes it."""
+    """Compact UTF-8 JSON, as the official broker's ``JSON.stringify`` writes it (NaN and
+    infinities included: they become ``null``)."""
     if orjson is not None:
         try:
             return orjson.dumps(value)

@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "graceful_timeout": gunicorn_config.graceful_timeout,
         "keepalive": gunicorn_config.keepalive,
         "control_socket_disable": gunicorn_config.control_socket_disable,
+        "limit_request_line": gunicorn_config.limit_request_line,
         "logger_class": gunicorn_config.RedactingLogger,
         "post_worker_init": gunicorn_config.post_worker_init,
         "when_ready": when_ready,

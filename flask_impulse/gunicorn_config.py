@@ -26,6 +26,9 @@ timeout = 30
 graceful_timeout = 5
 keepalive = 75
 control_socket_disable = True
+# Room for a token of IMPULSE_MAX_TOKEN_LENGTH in the query, so that the app, not gunicorn,
+# judges it and answers JSON. 8190 is gunicorn's ceiling.
+limit_request_line = 8190
 
 _SECRET_QUERY = re.compile(r"(?i)((?:^|[?&])(?:token|access_token|jwt)=)[^&\s]*")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
+from tests.support.browser import open_page  # noqa: F401 - a fixture, for every test module
 from tests.support.server import LiveServer
 
 SECRET = "test-secret"

@@ -1,0 +1,128 @@
+"""examples/chat, started with the one command of its README, used in two headless Chromium browsers."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from tests.support.browser import Page
+from tests.support.server import ROOT, LiveServer
+
+README = ROOT / "examples" / "chat" / "README.md"
+COMMAND = "python examples/chat/app.py"
+
+
+class ChatExample(LiveServer):
+    """The example as its README starts it, with ``--port`` for a free port."""
+
+    def command(self) -> list[str]:
+        program, *args = shlex.split(COMMAND)
+        assert program == "python"
+        return [sys.executable, *args, "--port", str(self.port)]
+
+
+@pytest.fixture(scope="module")
+def chat() -> Iterator[ChatExample]:
+    assert COMMAND in README.read_text(), "the README no longer starts the example this way"
+    with ChatExample(health_path="/realtime/health", name="chat-example") as server:
+        yield server
+
+
+def open_chat(open_page: Callable[..., Page], chat: ChatExample, name: str) -> Page:
+    page = open_page(chat.url + "/", name=name)
+    page.wait_for_attribute("#status", "data-state", "live")
+    return page
+
+
+def test_message_posted_in_one_browser_appears_live_in_another(
+    chat: ChatExample, open_page: Callable[..., Page]
+) -> None:
+    sender = open_chat(open_page, chat, "sender")
+    receiver = open_chat(open_page, chat, "receiver")
+    text = "Hello from the other window ✓ — 日本語"
+
+    sender.find("#author").send_keys("Ada")
+    sender.find("#text").send_keys(text)
+    sender.find("#send").click()
+
+    shown = receiver.wait_for_text("#messages .message .text", text)
+    message = shown.find_element("xpath", "./ancestor::li[1]")
+    assert message.find_element("css selector", ".author").text == "Ada"
+    assert message.find_element("css selector", ".time").get_attribute("datetime")
+    sender.wait_for_text("#messages .message .text", text)
+    sender.wait_for_text("#feedback", "Delivered to 2 open pages.")
+    assert sender.find("#text").get_attribute("value") == ""
+    assert len(receiver.find_all("#messages .message")) == 1
+    assert not receiver.find("#empty").is_displayed()
+    assert sender.console_errors() == []
+    assert receiver.console_errors() == []
+
+
+def test_markup_in_a_message_is_shown_as_text(chat: ChatExample, open_page: Callable[..., Page]) -> None:
+    page = open_chat(open_page, chat, "reader")
+    author = "<i>Mallory</i>"
+    text = "<img src=x onerror=\"document.title='owned'\"><b>bold</b> & <script>alert(1)</script>"
+
+    response = requests.post(chat.url + "/messages", json={"author": author, "text": text}, timeout=10)
+    assert response.status_code == 201
+    assert response.json()["sent"] == 1
+
+    page.wait_for_text("#messages .text", text)
+    page.wait_for_text("#messages .author", author)
+    assert page.find_all("#messages img, #messages b, #messages i, #messages script") == []
+    assert page.driver.title == "flask-impulse chat"
+
+
+def test_page_shows_why_a_message_was_refused(chat: ChatExample, open_page: Callable[..., Page]) -> None:
+    page = open_chat(open_page, chat, "writer")
+    page.find("#author").send_keys("x" * 35)
+    # The input caps what a person can type; a page script can still send more.
+    page.driver.execute_script("document.getElementById('author').removeAttribute('maxlength')")
+    page.find("#author").send_keys("y" * 10)
+    page.find("#text").send_keys("hello")
+    page.find("#send").click()
+
+    page.wait_for_text("#feedback", "Not sent: author may hold at most 40 characters")
+    assert page.find("#feedback").get_attribute("class") == "error"
+    assert page.find_all("#messages .message") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"not json", 'send a JSON object: {"author": "...", "text": "..."}'),
+        (b'["a list"]', 'send a JSON object: {"author": "...", "text": "..."}'),
+        (b"{}", "text must be a string"),
+        (b'{"text": "   "}', "text must not be empty"),
+        (b'{"text": 42}', "text must be a string"),
+        (b'{"text": "hi", "author": ["Ada"]}', "author must be a string"),
+        (b'{"text": "hi", "author": "Ada\\nLovelace"}', "author must not contain control characters"),
+        (b'{"text": "bell \\u0007"}', "text must not contain control characters"),
+        (b'{"text": "' + b"x" * 1001 + b'"}', "text may hold at most 1000 characters"),
+    ],
+)
+def test_invalid_message_is_400_with_json_error(chat: ChatExample, body: bytes, error: str) -> None:
+    response = requests.post(chat.url + "/messages", data=body, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
+
+
+def test_body_over_limit_is_413_and_the_chat_keeps_working(chat: ChatExample) -> None:
+    response = requests.post(chat.url + "/messages", data=b"x" * (17 * 1024), timeout=10)
+    assert response.status_code == 413
+    assert response.json() == {"error": "Request Entity Too Large"}
+
+    response = requests.post(chat.url + "/messages", json={"text": "still here\n\twith a tab"}, timeout=10)
+    assert response.status_code == 201
+    assert response.json()["message"]["text"] == "still here\n\twith a tab"
+    assert response.json()["message"]["author"] == "Anonymous"
+
+
+def test_embedded_push_endpoint_stays_disabled_without_a_secret(chat: ChatExample) -> None:
+    response = requests.post(chat.url + "/realtime", json={"channel": "chat:message", "payload": "spoof"}, timeout=10)
+    assert response.status_code == 403
+    assert response.json()["error"] == "Push endpoint disabled"

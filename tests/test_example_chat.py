@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
+from selenium.webdriver.common.keys import Keys
 
 from tests.support.browser import Page
 from tests.support.server import ROOT, LiveServer
@@ -56,8 +57,12 @@ def test_message_posted_in_one_browser_appears_live_in_another(
     sender.wait_for_text("#messages .message .text", text)
     sender.wait_for_text("#feedback", "Delivered to 2 open pages.")
     assert sender.find("#text").get_attribute("value") == ""
-    assert len(receiver.find_all("#messages .message")) == 1
     assert not receiver.find("#empty").is_displayed()
+
+    # Enter sends, Shift+Enter breaks the line; messages arrive once each, in order.
+    sender.find("#text").send_keys("line one", Keys.SHIFT, Keys.ENTER, Keys.NULL, "line two", Keys.ENTER)
+    receiver.wait_for_text("#messages .message .text", "line one\nline two")
+    assert [element.text for element in receiver.find_all("#messages .text")] == [text, "line one\nline two"]
     assert sender.console_errors() == []
     assert receiver.console_errors() == []
 

@@ -24,7 +24,10 @@ def dumps(value: Any) -> bytes:
         except TypeError:
             # orjson refuses integers beyond 64 bits, which JSON allows.
             pass
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # A lone surrogate is valid JSON ("\udfff") but not UTF-8: write it back as that escape,
+    # as JSON.stringify does, so that the reference broker's pushes pass through unchanged.
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _reject_constant(name: str) -> Any:

@@ -13,6 +13,8 @@ from .errors import PushError
 # C0 and C1 control characters, DEL, and the Unicode line and paragraph separators: none may
 # reach a header, a log line or an SSE comment.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# A lone surrogate cannot be UTF-8: it would fail wherever a name is encoded (hashes, logs).
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class _Missing:
@@ -41,6 +43,8 @@ def check_name(value: str, what: str, max_length: int) -> str:
         raise PushError("Invalid request body", f"{what} is longer than {max_length} characters")
     if _CONTROL.search(value):
         raise PushError("Invalid request body", f"{what} must not contain control characters")
+    if _SURROGATE.search(value):
+        raise PushError("Invalid request body", f"{what} must not contain lone surrogates")
     return value
 
 

@@ -34,6 +34,8 @@ PAYLOADS: list[Any] = [
     False,
     "",
     9007199254740991,
+    # Valid JSON, and JSON.stringify writes it ("\ud800"): it must pass through, not fail as UTF-8.
+    {"lone surrogates": "a\ud800b\udfff", "key \udc00": 1},
 ]
 
 #: Subscribers of the routing scenario: (handler, token, topic).
@@ -143,6 +145,12 @@ def build_scenarios(channels: dict[str, str]) -> dict[str, list[Step]]:
         {"do": "post", "label": "raw-not-json", "raw": '{"channel": "' + c["errors"] + '", payload'},
         {"do": "post", "label": "raw-no-channel", "body": {"payload": 9}},
         {"do": "post", "label": "raw-bad-tokens", "body": {"channel": c["errors"], "audience": {"tokens": ["a", 3]}}},
+        {"do": "post", "label": "raw-surrogate-channel", "body": {"channel": c["errors"] + "\ud800", "payload": 10}},
+        {
+            "do": "post",
+            "label": "raw-surrogate-token",
+            "body": {"channel": c["errors"], "audience": {"tokens": "\udfff"}},
+        },
         {"do": "push", "label": "valid", "channel": c["errors"], "payload": END},
         {"do": "await", "counts": {"e": 1}},
     ]
@@ -336,7 +344,7 @@ def test_server_client_push_the_server_rejects_is_400(official: Run) -> None:
     assert scenario.step("empty-topic")["rejected"] == "HTTP 400: Invalid request body"
     assert scenario.step("raw-not-json")["status"] == 400
     assert scenario.step("raw-not-json")["body"] == {"error": "Invalid JSON body"}
-    for label in ("raw-no-channel", "raw-bad-tokens"):
+    for label in ("raw-no-channel", "raw-bad-tokens", "raw-surrogate-channel", "raw-surrogate-token"):
         step = scenario.step(label)
         assert step["status"] == 400
         assert step["body"]["error"] == "Invalid request body"

@@ -215,3 +215,16 @@ def test_disconnect_frees_the_connection_promptly(service: Service) -> None:
         time.sleep(0.02)
     assert service.health()["connections"] == before
     assert service.push({"channel": channel, "payload": "after"}).json()["sent"] == 0
+
+
+def test_lone_surrogate_in_payload_is_forwarded_as_its_json_escape(service: Service) -> None:
+    # Valid JSON that JSON.stringify writes for a lone surrogate; it is not UTF-8 once decoded.
+    channel = unique()
+    body = f'{{"channel": "{channel}", "payload": "a\\ud800b"}}'
+    with SSEStream(service.base, {"channel": channel}) as stream:
+        response = requests.post(
+            service.base, data=body, headers={"Authorization": f"Bearer {service.secret}"}, timeout=5
+        )
+        assert response.status_code == 200
+        assert response.json()["sent"] == 1
+        assert stream.next_event().data == f'{{"channel":"{channel}","payload":"a\\ud800b"}}'

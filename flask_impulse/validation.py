@@ -76,11 +76,17 @@ def parse_push_object(data: Any, settings: Settings) -> PushRequest:
     if not isinstance(channel, str):
         raise PushError("Invalid request body", "channel must be a non-empty string")
     check_name(channel, "channel", settings.max_channel_length)
-    audience = data.get("audience")
-    if audience is None:
+    if "audience" not in data:
         return PushRequest(channel, data.get("payload", MISSING))
+    audience = data["audience"]
     if not isinstance(audience, dict):
         raise PushError("Invalid request body", "audience must be an object")
+    # null is not "absent": the reference broker refuses it, and a null token list must never
+    # widen a push to every subscriber of the channel.
+    if "tokens" in audience and audience["tokens"] is None:
+        raise PushError("Invalid request body", "audience.tokens must be a string or a list of strings")
+    if "topic" in audience and audience["topic"] is None:
+        raise PushError("Invalid request body", "audience.topic must be a non-empty string")
     return PushRequest(
         channel,
         data.get("payload", MISSING),

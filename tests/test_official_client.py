@@ -86,7 +86,10 @@ def build_scenarios(channels: dict[str, str]) -> dict[str, list[Step]]:
             for name, token, topic in SUBSCRIBERS
         ),
         {"do": "opened"},
-        *({"do": "push", "channel": c["routing"], "payload": label, "audience": aud} for label, aud, _ in ROUTES),
+        *(
+            {"do": "push", "channel": c["routing"], "payload": label, **({"audience": aud} if aud else {})}
+            for label, aud, _ in ROUTES
+        ),
         {"do": "push", "channel": c["routing"], "payload": END},
         {"do": "await", "counts": {name: _routed_to(name) + 1 for name, _, _ in SUBSCRIBERS}},
     ]
@@ -140,6 +143,9 @@ def build_scenarios(channels: dict[str, str]) -> dict[str, list[Step]]:
         },
         {"do": "push", "label": "bad-tokens", "channel": c["errors"], "payload": 5, "audience": {"tokens": 42}},
         {"do": "push", "label": "empty-topic", "channel": c["errors"], "payload": 6, "audience": {"topic": ""}},
+        # null is not absent (the reference refuses it too): never a broadcast to the whole channel.
+        {"do": "push", "label": "null-tokens", "channel": c["errors"], "payload": 6, "audience": {"tokens": None}},
+        {"do": "push", "label": "null-audience", "channel": c["errors"], "payload": 6, "audience": None},
         {"do": "post", "label": "raw-no-token", "token": None, "body": {"channel": c["errors"], "payload": 7}},
         {"do": "post", "label": "raw-wrong-token", "token": "wrong", "body": {"channel": c["errors"], "payload": 8}},
         {"do": "post", "label": "raw-not-json", "raw": '{"channel": "' + c["errors"] + '", payload'},
@@ -210,7 +216,8 @@ def official(request: pytest.FixtureRequest) -> Run:
 def completed(run: Run, name: str) -> ScenarioResult:
     """A scenario that ran to its end: every stream opened, every awaited event came."""
     scenario = run.scenarios[name]
-    assert scenario.stopped is None, scenario
+    rejected = [step for step in scenario.steps if step.get("rejected")]
+    assert scenario.stopped is None, f"{name}: {scenario.stopped}: {scenario.steps[-1]}; rejected: {rejected}"
     return scenario
 
 
@@ -342,6 +349,8 @@ def test_server_client_push_the_server_rejects_is_400(official: Run) -> None:
     scenario = completed(official, "errors")
     assert scenario.step("bad-tokens")["rejected"] == "HTTP 400: Invalid request body"
     assert scenario.step("empty-topic")["rejected"] == "HTTP 400: Invalid request body"
+    assert scenario.step("null-tokens")["rejected"] == "HTTP 400: Invalid request body"
+    assert scenario.step("null-audience")["rejected"] == "HTTP 400: Invalid request body"
     assert scenario.step("raw-not-json")["status"] == 400
     assert scenario.step("raw-not-json")["body"] == {"error": "Invalid JSON body"}
     for label in ("raw-no-channel", "raw-bad-tokens", "raw-surrogate-channel", "raw-surrogate-token"):

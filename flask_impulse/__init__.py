@@ -3,11 +3,15 @@ with Impulse Realtime."""
 
 from typing import TYPE_CHECKING, Any
 
+from .channels import Channel, Event, Push
 from .errors import (
     BackplaneUnavailable,
     ConfigurationError,
     ImpulseError,
+    InvalidPayload,
+    MissedMessages,
     PushError,
+    RealtimeClientError,
     ServerClientError,
 )
 from .extension import Impulse
@@ -15,13 +19,13 @@ from .extension import Impulse
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .client import ServerClient
+    from .client import EventStream, RealtimeClient, ServerClient
 
 
 def __getattr__(name: str) -> Any:
     # The clients import requests, and with it ssl; loading them lazily keeps ssl out of a
     # gunicorn master, so gevent can patch it cleanly in the workers.
-    if name == "ServerClient":
+    if name in ("EventStream", "RealtimeClient", "ServerClient"):
         from . import client
 
         return getattr(client, name)
@@ -30,10 +34,18 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BackplaneUnavailable",
+    "Channel",
     "ConfigurationError",
+    "Event",
+    "EventStream",
     "Impulse",
     "ImpulseError",
+    "InvalidPayload",
+    "MissedMessages",
+    "Push",
     "PushError",
+    "RealtimeClient",
+    "RealtimeClientError",
     "ServerClient",
     "ServerClientError",
     "__version__",

@@ -12,7 +12,7 @@ from typing import Any
 try:
     import orjson
 except ImportError:  # pragma: no cover - exercised only without the optional speedup
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 def dumps(value: Any) -> bytes:

@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "IMPULSE_CORS_CREDENTIALS": False,
     # Redis backplane URL (pip install flask-impulse[redis]); unset, the broker is in memory.
     "IMPULSE_REDIS_URL": None,
+    # Check each push on a declared channel (Impulse(channels=[...]) or impulse.channel(...))
+    # against its payload type; needs pydantic (pip install flask-impulse[validation]).
+    "IMPULSE_VALIDATE_PAYLOADS": True,
     # Key for the keyed hash that stands in for subscriber tokens wherever they are stored or
     # compared. Unset, it is derived from the push secret, or random per process.
     "IMPULSE_TOKEN_HASH_KEY": None,
@@ -91,6 +94,7 @@ class Settings:
     cors_credentials: bool
     redis_url: str | None
     token_hash_key: str | None
+    validate_payloads: bool
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -101,6 +105,7 @@ class Settings:
         values["cors_origins"] = _as_tuple(values["cors_origins"]) or ("*",)
         values["cors_credentials"] = _as_bool(values["cors_credentials"])
         values["push_without_secret"] = _as_bool(values["push_without_secret"])
+        values["validate_payloads"] = _as_bool(values["validate_payloads"])
         health_path = values["health_path"]
         values["health_path"] = "/" + health_path.strip("/")
         settings = cls(**values)

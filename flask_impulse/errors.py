@@ -3,8 +3,11 @@
 ImpulseError
  +-- PushError (ValueError)        a push the broker refuses; carries the HTTP status
  |    +-- BackplaneUnavailable     the backplane cannot take the push now (503)
+ |    +-- InvalidPayload           a payload that does not match its declared channel type (400)
  +-- ConfigurationError (RuntimeError)
  +-- ServerClientError             a push over HTTP got a non-2xx answer
+ +-- RealtimeClientError           a subscriber's stream failed for good, or missed messages
+      +-- MissedMessages           the server could not replay everything since the last id
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ class BackplaneUnavailable(PushError):
     status = 503
 
 
+class InvalidPayload(PushError):
+    """A payload that is not a value of its channel's declared type. ``details`` names each
+    wrong field (``payload.text: Input should be a valid string``)."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__("Invalid payload", details)
+
+
 class ConfigurationError(ImpulseError, RuntimeError):
     """flask-impulse is set up in a way that cannot work; the message names the fix."""
 
@@ -61,3 +72,18 @@ class ServerClientError(ImpulseError):
         self.status = status
         self.error = error
         self.details = details
+
+
+class RealtimeClientError(ImpulseError):
+    """A subscriber's stream failed: ``status`` is the HTTP answer when there was one.
+    Reported through ``RealtimeClient.on_error``; a final one means the client gave up."""
+
+    def __init__(self, message: str, *, status: int | None = None, final: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.final = final
+
+
+class MissedMessages(RealtimeClientError):
+    """The server could not replay every message since the last one received (its history
+    no longer holds them): the subscriber should refetch the state it shows."""

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, has_app_context
 from flask_cors.core import get_cors_options
 
 from .broker import Backplane, Broker, MemoryBackplane, Published
+from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, Settings
 from .errors import ConfigurationError
 from .validation import check_name, parse_tokens, parse_topic
 
 EXTENSION_KEY = "impulse"
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass
@@ -26,6 +30,8 @@ class ImpulseState:
     settings: Settings
     broker: Broker
     cors_options: Any = field(repr=False)
+    #: The declared channels of the extension (shared with it), by name.
+    channels: Mapping[str, Channel[Any]] = field(default_factory=dict)
 
 
 class Impulse:
@@ -39,9 +45,10 @@ class Impulse:
 
     Keyword options become defaults for the matching ``IMPULSE_*`` config keys
     (``Impulse(secret="...")`` sets ``IMPULSE_SECRET`` unless the app config already does).
+    ``channels`` declares typed channels (see :meth:`channel`).
     """
 
-    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+    def __init__(self, app: Flask | None = None, *, channels: Iterable[Channel[Any]] = (), **options: Any) -> None:
         unknown = [name for name in options if f"IMPULSE_{name.upper()}" not in DEFAULTS]
         if unknown:
             raise TypeError(f"unknown Impulse options: {', '.join(sorted(unknown))}")
@@ -52,6 +59,10 @@ class Impulse:
         # The state of the app this extension was last set up on, for push() from greenlets
         # that run outside any app context. With several apps, push() needs an app context.
         self._apps: list[ImpulseState] = []
+        #: Declared channels by name: pushes on them are validated, and they make the TypeScript types.
+        self.channels: dict[str, Channel[Any]] = {}
+        for declared in channels:
+            self.channel(declared)
         if app is not None:
             self.init_app(app)
 
@@ -84,7 +95,10 @@ class Impulse:
                 "vary_header": True,
             },
         )
-        state = ImpulseState(settings, broker, cors_options)
+        state = ImpulseState(settings, broker, cors_options, self.channels)
+        if settings.validate_payloads:
+            for declared in self.channels.values():
+                declared.prepare_validation()
         app.extensions[EXTENSION_KEY] = state
         self._apps.append(state)
 
@@ -93,34 +107,60 @@ class Impulse:
             raise ConfigurationError("IMPULSE_REDIS_URL is set, but this build has no Redis backplane yet")
         return MemoryBackplane(settings.history_size, settings.history_ttl)
 
+    # -- channels ----------------------------------------------------------------------------
+    @overload
+    def channel(self, channel: Channel[T], /) -> Channel[T]: ...
+    @overload
+    def channel(self, name: str, payload_type: type[T], /) -> Channel[T]: ...
+    @overload
+    def channel(self, name: str, payload_type: object = ..., /) -> Channel[Any]: ...
+    def channel(self, name: str | Channel[Any], payload_type: object = Any, /) -> Channel[Any]:
+        """Declare a typed channel (or register one declared elsewhere) and return it.
+
+        Pushes on a declared channel, in-process or over HTTP, are checked against its payload
+        type (``IMPULSE_VALIDATE_PAYLOADS``), and ``flask impulse typescript`` emits its type.
+        """
+        declared = name if isinstance(name, Channel) else Channel(name, payload_type)
+        known = self.channels.get(declared.name)
+        if known is not None and known != declared:
+            raise ConfigurationError(f"channel {declared.name!r} is already declared as {known!r}")
+        if any(state.settings.validate_payloads for state in self._apps):
+            declared.prepare_validation()
+        self.channels[declared.name] = declared
+        return known or declared
+
     # -- publishing ------------------------------------------------------------------------
-    def push(
-        self,
-        channel: str,
-        payload: Any,
-        tokens: str | Iterable[str] | None = None,
-        topic: str | None = None,
-    ) -> int:
+    @overload
+    def push(self, channel: str, payload: Any, tokens: Tokens = None, topic: str | None = None) -> int: ...
+    @overload
+    def push(self, channel: Callable[P, Push[Any]], *args: P.args, **kwargs: P.kwargs) -> int: ...
+    def push(self, channel: str | Callable[..., Push[Any]], *args: Any, **kwargs: Any) -> int:
         """Publish to ``channel``; return the number of connections the message was written to.
 
         Routes exactly as ``POST`` does: ``topic`` limits it to subscribers of that topic,
         ``tokens`` to subscribers holding one of them. Never blocks on slow subscribers.
+        ``channel`` is a name, or a :class:`Channel` whose payload type mypy then checks.
+        A payload that does not match a declared channel raises :class:`InvalidPayload`.
         """
-        return self.publish(channel, payload, tokens=tokens, topic=topic).sent
+        return self.publish(channel, *args, **kwargs).sent
 
-    def publish(
-        self,
-        channel: str,
-        payload: Any,
-        tokens: str | Iterable[str] | None = None,
-        topic: str | None = None,
-    ) -> Published:
+    @overload
+    def publish(self, channel: str, payload: Any, tokens: Tokens = None, topic: str | None = None) -> Published: ...
+    @overload
+    def publish(self, channel: Callable[P, Push[Any]], *args: P.args, **kwargs: P.kwargs) -> Published: ...
+    def publish(self, channel: str | Callable[..., Push[Any]], *args: Any, **kwargs: Any) -> Published:
         """Like :meth:`push`, but also returns the message id."""
+        message = as_push(channel, args, kwargs)
         state = self.state
         settings = state.settings
-        check_name(channel, "channel", settings.max_channel_length)
+        check_name(message.channel, "channel", settings.max_channel_length)
+        tokens = message.tokens
         token_list = parse_tokens([tokens] if isinstance(tokens, str) else tokens and list(tokens), settings)
-        draft = state.broker.draft(channel, payload, token_list, parse_topic(topic, settings))
+        topic = parse_topic(message.topic, settings)
+        declared = state.channels.get(message.channel)
+        if declared is not None and settings.validate_payloads:
+            declared.validate(message.payload)
+        draft = state.broker.draft(message.channel, message.payload, token_list, topic)
         return state.broker.publish(draft)
 
     @property
@@ -136,6 +176,13 @@ class Impulse:
         raise ConfigurationError(
             "push() outside an app context needs an extension set up on exactly one app; use `with app.app_context():`"
         )
+
+
+def as_push(channel: str | Callable[..., Push[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Push[Any]:
+    """The push that ``push(channel, *args, **kwargs)`` stands for, for a name or a Channel."""
+    if isinstance(channel, str):
+        return Push(channel, *args, **kwargs)
+    return channel(*args, **kwargs)
 
 
 def _token_hash_key(settings: Settings) -> bytes:

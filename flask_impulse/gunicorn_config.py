@@ -38,7 +38,7 @@ def redact(text: str) -> str:
     return _SECRET_QUERY.sub(r"\1[redacted]", text)
 
 
-class RedactingLogger(Logger):
+class RedactingLogger(Logger):  # type: ignore[misc]
     """gunicorn's logger, with tokens taken out of the request line and query string."""
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 from flask_cors.core import set_cors_headers
 from werkzeug.exceptions import HTTPException
 
@@ -26,6 +27,7 @@ STREAM_HEADERS = {
     # nginx buffers proxied answers unless told not to; a buffered stream never arrives.
     "X-Accel-Buffering": "no",
 }
+STATIC_DIR = Path(__file__).parent / "static"
 _ALL_METHODS = ["GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
 
 
@@ -70,7 +72,18 @@ def subpath(subpath: str) -> Response:
         if request.method not in ("GET", "HEAD"):
             return error_response(405, "Method not allowed")
         return health(state)
+    if subpath in BROWSER_CLIENT_FILES and request.method in ("GET", "HEAD"):
+        return _browser_client(subpath)
     return error_response(404, "Not found")
+
+
+#: The browser client, served beside the stream: ``import {createRealtimeClient} from "BASE/client.js"``.
+BROWSER_CLIENT_FILES = {"client.js": "text/javascript", "client.d.ts": "application/typescript"}
+
+
+def _browser_client(filename: str) -> Response:
+    # CORS headers come from after_request: the origins allowed to subscribe may load the module.
+    return send_from_directory(STATIC_DIR, filename, mimetype=BROWSER_CLIENT_FILES[filename], max_age=300)
 
 
 # -- subscribe ---------------------------------------------------------------------------
@@ -143,12 +156,30 @@ def push() -> Response:
             check_publisher(request.headers.get("Authorization"), settings.secrets)
         body = _read_body(settings.max_body_size)
         parsed = parse_push_body(body, settings)
+        _validate_payloads(state, parsed)
         if isinstance(parsed, list):
             results = [_publish(state, item) for item in parsed]
             return jsonify({"sent": sum(result["sent"] for result in results), "results": results})
         return jsonify(_publish(state, parsed))
     except PushError as exc:
         return error_response(exc.status, exc.error, exc.details, exc.headers)
+
+
+def _validate_payloads(state: ImpulseState, parsed: PushRequest | list[PushRequest]) -> None:
+    """Check every payload on a declared channel before any is published: a batch is all or none."""
+    if not state.channels or not state.settings.validate_payloads:
+        return
+    batch = parsed if isinstance(parsed, list) else [parsed]
+    for index, item in enumerate(batch):
+        declared = state.channels.get(item.channel)
+        if declared is None:
+            continue
+        try:
+            declared.validate(item.payload)
+        except PushError as exc:
+            if isinstance(parsed, list):
+                raise PushError(exc.error, f"[{index}]: {exc.details}") from exc
+            raise
 
 
 def _publish(state: ImpulseState, push_request: PushRequest) -> dict[str, Any]:

@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     # Redis backplane URL (pip install flask-impulse[redis]); unset, the broker is in memory.
     "IMPULSE_REDIS_URL": None,
     # Check each push on a declared channel (Impulse(channels=[...]) or impulse.channel(...))
-    # against its payload type; needs pydantic (pip install flask-impulse[validation]).
+    # against its payload type; needs msgspec (pip install flask-impulse[validation]).
     "IMPULSE_VALIDATE_PAYLOADS": True,
     # Key for the keyed hash that stands in for subscriber tokens wherever they are stored or
     # compared. Unset, it is derived from the push secret, or random per process.

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flask-impulse",
         description="Impulse Realtime SSE broker: subscribe with GET /?channel=..., push with POST /.",
+        epilog="flask-impulse typescript --app MODULE[:NAME]: emit the TypeScript types of declared channels.",
     )
     parser.add_argument("--host", default=env.get("HOST", "0.0.0.0"), help="interface to bind (HOST; default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")), help="port (PORT; default 8080)")
@@ -86,6 +87,11 @@ class StandaloneService(BaseApplication):  # type: ignore[misc]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["typescript"]:
+        from .commands import typescript_main
+
+        return typescript_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = service_config(args)

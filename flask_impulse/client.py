@@ -537,10 +537,10 @@ class _Group:
                     if current.connected:
                         retries = 0
                         self._set_state("disconnected")
-                    if error is not None:
-                        self.client._report(error)
                     if error is not None and error.final:
                         return self._give_up(error)
+                    if error is not None:
+                        self.client._report(error)
                     if retries >= self.client.retry_attempts:
                         return self._give_up(
                             RealtimeClientError(
@@ -668,6 +668,7 @@ class _Stream:
         self._opened = threading.Event()
         self._closing = False
         self._connection: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="impulse-stream", daemon=True)
 
     def start(self) -> None:
@@ -679,8 +680,7 @@ class _Stream:
     def close(self) -> None:
         """End the stream from any thread: shutting the socket down wakes its blocked reader."""
         self._closing = True
-        connection = self._connection
-        sock = connection.sock if connection is not None else None
+        sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -723,6 +723,8 @@ class _Stream:
             headers["Last-Event-ID"] = self.last_event_id
         _LOG.debug("opening %s (Last-Event-ID %r)", target, self.last_event_id)
         connection.request("GET", target, headers=headers)
+        # Held here: http.client lets go of the socket of a response that ends at close.
+        self._sock = connection.sock
         response = connection.getresponse()
         if response.status != 200:
             self.error = self._refused(response)
@@ -731,10 +733,10 @@ class _Stream:
         if not content_type.startswith("text/event-stream"):
             self.error = RealtimeClientError(f"not an event stream: Content-Type {content_type!r}", final=True)
             return None
-        assert connection.sock is not None
         # The watchdog: a live stream carries a heartbeat every interval, so two silent
         # intervals mean a dead connection (a proxy that kept it half-open, a frozen server).
-        connection.sock.settimeout(2 * client.heartbeat_interval)
+        if self._sock is not None:
+            self._sock.settimeout(2 * client.heartbeat_interval)
         return response
 
     def _read(self, response: http.client.HTTPResponse) -> None:

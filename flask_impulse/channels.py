@@ -114,9 +114,13 @@ class Channel(Generic[T]):
                 "(or set IMPULSE_VALIDATE_PAYLOADS = False)"
             ) from None
         try:
+            # A JSON schema exists exactly for the types with a JSON form: the decoder alone
+            # would accept any class, then refuse every payload.
+            msgspec.json.schema(self.payload_type)
             self._decoder = msgspec.json.Decoder(self.payload_type, strict=True)
         except TypeError as exc:
-            raise ConfigurationError(f"channel {self.name!r}: cannot validate {self.payload_type!r}: {exc}") from exc
+            reason = str(exc).splitlines()[-1]
+            raise ConfigurationError(f"channel {self.name!r}: cannot validate {self.payload_type!r}: {reason}") from exc
 
     def validate(self, payload: Any) -> None:
         """Raise :class:`InvalidPayload`, naming the wrong field, unless the JSON form of

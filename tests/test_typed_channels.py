@@ -313,7 +313,8 @@ const server = createServerClient<RealtimeTypes>({ serviceUrl: 'http://localhost
 void server.push('notification:new', { id: 'n', type: 'warning', title: 't', message: 'm', userId: null })
 void server.push('shapes', { name: 'line', points: [{ x: 0, y: 1 }] }, { topic: 'r' })
 
-const ours = createOurClient<RealtimeTypes>({ serviceUrl: 'http://localhost:8080/', retryAttempts: 3, heartbeatInterval: 30000 })
+const options = { serviceUrl: 'http://localhost:8080/', retryAttempts: 3, heartbeatInterval: 30000 }
+const ours = createOurClient<RealtimeTypes>(options)
 ours.onConnectionState((state) => console.log(state === 'connected'))
 ours.onError((error) => console.log(error.status, error.final))
 const off = ours.subscribe('shapes', (event) => console.log(event.payload.points.length, event.id))

@@ -14,21 +14,27 @@ from .errors import (
     RealtimeClientError,
     ServerClientError,
 )
-from .extension import Impulse
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .client import EventStream, RealtimeClient, ServerClient
+    from .extension import Impulse
 
 
 def __getattr__(name: str) -> Any:
     # The clients import requests, and with it ssl; loading them lazily keeps ssl out of a
-    # gunicorn master, so gevent can patch it cleanly in the workers.
+    # gunicorn master, so gevent can patch it cleanly in the workers. The extension imports
+    # Flask and gevent, which a script or serverless function that only pushes or subscribes
+    # does not need: ``from flask_impulse import ServerClient, Channel`` loads neither.
     if name in ("EventStream", "RealtimeClient", "ServerClient"):
         from . import client
 
         return getattr(client, name)
+    if name == "Impulse":
+        from .extension import Impulse
+
+        return Impulse
     raise AttributeError(f"module 'flask_impulse' has no attribute {name!r}")
 
 

@@ -248,18 +248,18 @@ class RealtimeClient:
         """Remove every handler of ``channel``, whatever token or topic it was subscribed with."""
         name = channel.name if isinstance(channel, Channel) else channel
         with self._lock:
+            emptied = []
             for key, group in list(self._groups.items()):
                 group.remove_channel(name)
-                self._forget_if_empty(key, group)
+                emptied += self._forget_if_empty(key, group)
+        self._close_groups(emptied)
 
     def unsubscribe_all_channels(self) -> None:
         """Remove every subscription and close every stream; the client stays usable."""
         with self._lock:
             groups = list(self._groups.values())
             self._groups.clear()
-        for group in groups:
-            group.close()
-        self._update_state()
+        self._close_groups(groups)
 
     def close(self) -> None:
         """Close every stream and end every ``stream()`` iterator. Safe to call twice."""
@@ -274,15 +274,24 @@ class RealtimeClient:
     def _remove(self, key: tuple[str | None, str | None], subscription: _Subscription) -> None:
         with self._lock:
             group = self._groups.get(key)
+            emptied = []
             if group is not None:
                 group.remove(subscription)
-                self._forget_if_empty(key, group)
+                emptied = self._forget_if_empty(key, group)
+        self._close_groups(emptied)
 
-    def _forget_if_empty(self, key: tuple[str | None, str | None], group: _Group) -> None:
-        if group.empty:
-            del self._groups[key]
+    def _forget_if_empty(self, key: tuple[str | None, str | None], group: _Group) -> list[_Group]:
+        if not group.empty:
+            return []
+        del self._groups[key]
+        return [group]
+
+    def _close_groups(self, groups: list[_Group]) -> None:
+        # Outside the client's lock: closing waits for the group's supervisor thread, which
+        # takes that lock to report its state.
+        for group in groups:
             group.close()
-            self._update_state()
+        self._update_state()
 
     # -- callbacks and state ----------------------------------------------------------------
     def on_connection_state(self, callback: Callable[[ConnectionState], object]) -> Callable[[], None]:

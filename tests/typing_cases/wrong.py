@@ -1,4 +1,5 @@
-"""Typed channels misused: each line marked ``# expect: CODE`` is an error mypy must report."""
+"""Typed channels misused: each line marked ``# expect: CODE`` is an error mypy must report.
+Type-checked by a test, never run."""
 
 from __future__ import annotations
 

@@ -22,9 +22,12 @@ def dumps(value: Any) -> bytes:
         try:
             return orjson.dumps(value)
         except TypeError:
-            # orjson refuses integers beyond 64 bits, which JSON allows.
+            # orjson refuses integers beyond 64 bits and nesting past 254 levels, which JSON allows.
             pass
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     # A lone surrogate is valid JSON ("\udfff") but not UTF-8: write it back as that escape,
     # as JSON.stringify does, so that the reference broker's pushes pass through unchanged.
     return text.encode("utf-8", "backslashreplace")
@@ -35,11 +38,15 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(data: bytes | str) -> Any:
-    """Strict JSON: ``NaN`` and ``Infinity`` are refused, as every JSON client would."""
+    """Strict JSON: ``NaN`` and ``Infinity`` are refused, as every JSON client would, and so
+    is nesting too deep to parse (a ``ValueError``, never a ``RecursionError``)."""
     if orjson is not None:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
-            # Retry below so that edge cases orjson refuses (huge ints) behave as json does.
+            # Retry below so that edge cases orjson refuses (huge ints, lone surrogates) behave as json does.
             pass
-    return json.loads(data, parse_constant=_reject_constant)
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None

@@ -23,7 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "IMPULSE_HEARTBEAT_INTERVAL": 30.0,
     # Reconnect delay, in milliseconds, sent as "retry:" when a stream opens.
     "IMPULSE_RETRY_MS": 1000,
-    # Largest accepted push body, in bytes (413 beyond it).
+    # Largest accepted push body, in bytes, counted as it is read, so chunked bodies without a
+    # Content-Length are held to it too (413 beyond it).
     "IMPULSE_MAX_BODY_SIZE": 1 * MiB,
     # Longest accepted channel, topic and token, in characters (400 beyond them).
     "IMPULSE_MAX_CHANNEL_LENGTH": 256,
@@ -35,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "IMPULSE_MAX_AUDIENCE_TOKENS": 10_000,
     # Most push objects in one batch request.
     "IMPULSE_MAX_BATCH_SIZE": 1000,
-    # Open streams per worker process; beyond it, 503 with Retry-After.
+    # Open streams per worker process; beyond it, 503 with Retry-After (1-5 s, random so that
+    # refused clients do not come back together). Keep it below gunicorn's worker_connections.
     "IMPULSE_MAX_CONNECTIONS": 20_000,
     # A connection whose unsent backlog exceeds either bound is a slow consumer: it is closed
     # and resumes from history when it reconnects.
@@ -45,13 +47,19 @@ DEFAULTS: dict[str, Any] = {
     # this many seconds. 0 turns history off.
     "IMPULSE_HISTORY_SIZE": 1000,
     "IMPULSE_HISTORY_TTL": 3600.0,
-    # Seconds over which streams are ended on shutdown, spread out so reconnects do not stampede.
+    # Seconds over which streams are ended on shutdown (SIGTERM, SIGINT, a worker restart),
+    # spread out so reconnects do not stampede; each end carries a jittered "retry:" hint.
     "IMPULSE_DRAIN_WINDOW": 2.0,
-    # Pushes per second per publisher secret (0: unlimited); beyond it, 429 with Retry-After.
+    # Messages per second per publisher (the secret it presents; its address without a secret),
+    # per worker; a batch costs one per message. 0: unlimited. Beyond it, 429 with Retry-After.
     "IMPULSE_PUSH_RATE_LIMIT": 0.0,
-    # Health endpoint path, below the blueprint's prefix, and its optional bearer token.
+    # Health endpoint path, below the blueprint's prefix, and its optional bearer token (which
+    # the readiness check requires too).
     "IMPULSE_HEALTH_PATH": "/health",
     "IMPULSE_HEALTH_TOKEN": None,
+    # Readiness check path (a push must come back through a real connection: 200 or 503).
+    # Unset, it is the health path followed by "/ready".
+    "IMPULSE_READY_PATH": None,
     # CORS: "*" (the reference's default), or a comma-separated list / list of origins.
     "IMPULSE_CORS_ORIGINS": "*",
     "IMPULSE_CORS_CREDENTIALS": False,
@@ -90,6 +98,7 @@ class Settings:
     push_rate_limit: float
     health_path: str
     health_token: str | None
+    ready_path: str
     cors_origins: tuple[str, ...]
     cors_credentials: bool
     redis_url: str | None
@@ -108,6 +117,8 @@ class Settings:
         values["validate_payloads"] = _as_bool(values["validate_payloads"])
         health_path = values["health_path"]
         values["health_path"] = "/" + health_path.strip("/")
+        ready_path = values["ready_path"] or values["health_path"] + "/ready"
+        values["ready_path"] = "/" + ready_path.strip("/")
         settings = cls(**values)
         settings._validate()
         return settings
@@ -119,8 +130,12 @@ class Settings:
             raise ValueError("IMPULSE_HISTORY_SIZE and IMPULSE_HISTORY_TTL must not be negative")
         if self.queue_max_messages < 1 or self.queue_max_bytes < 1:
             raise ValueError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
-        if self.health_path == "/":
-            raise ValueError("IMPULSE_HEALTH_PATH must not be the stream endpoint itself")
+        if self.health_path == "/" or self.ready_path == "/":
+            raise ValueError("IMPULSE_HEALTH_PATH and IMPULSE_READY_PATH must not be the stream endpoint itself")
+        if self.ready_path == self.health_path:
+            raise ValueError("IMPULSE_READY_PATH must differ from IMPULSE_HEALTH_PATH")
+        if self.push_rate_limit < 0:
+            raise ValueError("IMPULSE_PUSH_RATE_LIMIT must not be negative (0 turns it off)")
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, Settings
 from .errors import ConfigurationError
+from .ratelimit import PushRateLimiter
 from .validation import check_name, parse_tokens, parse_topic
 
 EXTENSION_KEY = "impulse"
@@ -32,6 +33,7 @@ class ImpulseState:
     cors_options: Any = field(repr=False)
     #: The declared channels of the extension (shared with it), by name.
     channels: Mapping[str, Channel[Any]] = field(default_factory=dict)
+    push_rate_limiter: PushRateLimiter | None = None
 
 
 class Impulse:
@@ -95,7 +97,8 @@ class Impulse:
                 "vary_header": True,
             },
         )
-        state = ImpulseState(settings, broker, cors_options, self.channels)
+        limiter = PushRateLimiter(settings.push_rate_limit) if settings.push_rate_limit else None
+        state = ImpulseState(settings, broker, cors_options, self.channels, limiter)
         if settings.validate_payloads:
             for declared in self.channels.values():
                 declared.prepare_validation()

@@ -11,13 +11,17 @@ HEARTBEAT = b": heartbeat\n\n"
 
 
 def encode_event(data: bytes, *, event_id: str | None = None, event: str | None = None) -> bytes:
-    """One event. ``data`` may span lines: each becomes its own ``data:`` field."""
+    """One event. ``data`` may span lines: each becomes its own ``data:`` field.
+
+    Every line break (CR, LF or CRLF) arrives as LF, the only one a decoder can rebuild; a
+    trailing line break survives as an empty last ``data:`` field.
+    """
     parts = []
     if event_id is not None:
         parts.append(b"id: " + event_id.encode() + b"\n")
     if event is not None:
         parts.append(b"event: " + event.encode() + b"\n")
-    for line in data.splitlines() or [b""]:
+    for line in data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
         parts.append(b"data: " + line + b"\n")
     parts.append(b"\n")
     return b"".join(parts)

@@ -4,6 +4,7 @@ registered under. Every answer that is not a stream is JSON, errors included."""
 from __future__ import annotations
 
 import hmac
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,10 @@ from werkzeug.exceptions import HTTPException
 from . import _json
 from .auth import check_publisher
 from .broker import Connection
+from .broker.connection import abort_when_unacknowledged
 from .errors import PushError
 from .extension import EXTENSION_KEY, ImpulseState
+from .readiness import check_delivery
 from .sse import encode_comment, encode_event, encode_retry
 from .validation import PushRequest, check_name, parse_push_body
 
@@ -68,10 +71,14 @@ def endpoint() -> Response:
 
 def subpath(subpath: str) -> Response:
     state = _state()
-    if "/" + subpath == state.settings.health_path:
+    path = "/" + subpath
+    if path in (state.settings.health_path, state.settings.ready_path):
         if request.method not in ("GET", "HEAD"):
             return error_response(405, "Method not allowed")
-        return health(state)
+        denied = _check_health_token(state)
+        if denied is not None:
+            return denied
+        return health(state) if path == state.settings.health_path else readiness(state)
     if subpath in BROWSER_CLIENT_FILES and request.method in ("GET", "HEAD"):
         return _browser_client(subpath)
     return error_response(404, "Not found")
@@ -105,6 +112,8 @@ def stream() -> Response:
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
         if last_event_id is not None and len(last_event_id) > 64:
             raise PushError("Invalid request", "Last-Event-ID is not an id this service issued")
+        if state.broker.draining:
+            return _come_back_later(settings.retry_ms)
         connection = state.broker.open(channels, topic, token)
     except PushError as exc:
         return error_response(exc.status, exc.error, exc.details, exc.headers)
@@ -126,6 +135,7 @@ def stream() -> Response:
     client_socket = request.environ.get("gunicorn.socket")
     if client_socket is not None:
         connection.watch_hangup(client_socket)
+        abort_when_unacknowledged(client_socket, settings.heartbeat_interval)
     body = _stream_body(state, connection, preamble, replay)
     response = Response(body, status=200, headers=STREAM_HEADERS)
     return response
@@ -136,6 +146,13 @@ def _stream_body(state: ImpulseState, connection: Connection, preamble: bytes, r
         yield from connection.frames(preamble, replay, state.settings.heartbeat_interval)
     finally:
         state.broker.release(connection)
+
+
+def _come_back_later(retry_ms: int) -> Response:
+    """A stream asked of a worker that is shutting down: an empty stream whose ``retry:``
+    sends the client elsewhere. Not a 503: EventSource gives up for good on any status but
+    200, and the official client would never reconnect."""
+    return Response(encode_retry(retry_ms + random.randint(0, retry_ms)), status=200, headers=STREAM_HEADERS)
 
 
 def _optional_query(name: str, max_length: int) -> str | None:
@@ -152,10 +169,13 @@ def push() -> Response:
     try:
         if not settings.secrets and not settings.push_without_secret:
             raise PushError("Push endpoint disabled", "set IMPULSE_SECRET to enable the HTTP push endpoint", status=403)
+        publisher = request.remote_addr or ""
         if settings.secrets:
-            check_publisher(request.headers.get("Authorization"), settings.secrets)
+            publisher = check_publisher(request.headers.get("Authorization"), settings.secrets)
         body = _read_body(settings.max_body_size)
         parsed = parse_push_body(body, settings)
+        if state.push_rate_limiter is not None:
+            state.push_rate_limiter.charge(publisher, len(parsed) if isinstance(parsed, list) else 1)
         _validate_payloads(state, parsed)
         if isinstance(parsed, list):
             results = [_publish(state, item) for item in parsed]
@@ -200,12 +220,17 @@ def _read_body(limit: int) -> bytes:
 
 
 # -- health ------------------------------------------------------------------------------
-def health(state: ImpulseState) -> Response:
+def _check_health_token(state: ImpulseState) -> Response | None:
     expected = state.settings.health_token
     if expected is not None:
         presented = request.args.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(presented.encode(), expected.encode()):
             return error_response(401, "Health check token required")
+    return None
+
+
+def health(state: ImpulseState) -> Response:
+    """Liveness: cheap, touches nothing but counters."""
     return jsonify(
         {
             "status": "ok",
@@ -213,6 +238,16 @@ def health(state: ImpulseState) -> Response:
             "connections": len(state.broker.connections),
         }
     )
+
+
+def readiness(state: ImpulseState) -> Response:
+    """Readiness: a push to a private channel must come back through a real connection."""
+    if state.broker.draining:
+        return error_response(503, "Not ready", "the service is shutting down", {"Retry-After": "1"})
+    problem = check_delivery(state.broker)
+    if problem is not None:
+        return error_response(503, "Not ready", problem, {"Retry-After": "1"})
+    return jsonify({"status": "ready", "connections": len(state.broker.connections)})
 
 
 # -- every answer --------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """The broker: accepts pushes, fans them out to local connections, and ends streams on drain.
 
-Fan-out goes through a blinker signal whose sender is the channel name: each connection
-connects its ``offer`` once per channel it streams, so a push reaches the queues of that
-channel's connections only, never a scan over every connection.
+Fan-out goes through a map from each channel to the connections streaming it, so a push
+reaches the queues of that channel's connections only, never a scan over every connection.
+Opening and releasing a connection costs O(its channels), and a channel without connections
+leaves no trace: memory follows the open streams, however many channels come and go.
+(A blinker signal keyed by channel did the same job, but kept an empty entry for every
+channel ever seen and scanned them all on each disconnect.)
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-import blinker
 import gevent
 
 from .. import _json
@@ -61,7 +63,7 @@ class Broker:
         self._queue_max_bytes = queue_max_bytes
         self._drain_window = drain_window
         self._retry_ms = retry_ms
-        self._published = blinker.Signal("impulse message published")
+        self._subscribers: dict[str, set[Connection]] = {}
         self.connections: set[Connection] = set()
         self.started = time.time()
         self.draining = False
@@ -94,14 +96,19 @@ class Broker:
         )
         self.connections.add(connection)
         for channel in channels:
-            self._published.connect(connection.offer_from, sender=channel, weak=False)
+            self._subscribers.setdefault(channel, set()).add(connection)
         return connection
 
     def release(self, connection: Connection) -> None:
         """Forget a connection; safe to call more than once."""
         if connection in self.connections:
             self.connections.discard(connection)
-            self._published.disconnect(connection.offer_from)
+            for channel in connection.channels:
+                subscribers = self._subscribers.get(channel)
+                if subscribers is not None:
+                    subscribers.discard(connection)
+                    if not subscribers:
+                        del self._subscribers[channel]
 
     def replay(self, connection: Connection, last_event_id: str) -> Replay:
         """The messages ``connection`` missed after ``last_event_id``, filtered by its audience."""
@@ -111,7 +118,10 @@ class Broker:
     # -- publishers -------------------------------------------------------------------
     def draft(self, channel: str, payload: Any, tokens: Iterable[str] | None, topic: str | None) -> Draft:
         """Encode a push once, whatever the number of connections it will reach."""
-        data = _json.dumps({"channel": channel} if payload is MISSING else {"channel": channel, "payload": payload})
+        try:
+            data = _json.dumps({"channel": channel} if payload is MISSING else {"channel": channel, "payload": payload})
+        except (TypeError, ValueError) as exc:
+            raise PushError("Invalid request body", f"payload cannot be encoded as JSON: {exc}") from exc
         audience = frozenset(self.audience_key(t) for t in tokens) if tokens is not None else None
         return Draft(channel, data, topic, audience)
 
@@ -120,10 +130,12 @@ class Broker:
 
     def deliver(self, message: Message) -> int:
         """Hand ``message`` to this process's connections on its channel; count the takers."""
-        sent = 0
-        for _receiver, taken in self._published.send(message.channel, message=message):
-            sent += taken
-        return sent
+        subscribers = self._subscribers.get(message.channel)
+        if not subscribers:
+            return 0
+        # A copy: offer() never releases a connection itself, but a receiver set must not
+        # change size under the loop whatever a future offer() does.
+        return sum(connection.offer(message) for connection in tuple(subscribers))
 
     # -- shutdown ---------------------------------------------------------------------
     def drain(self) -> gevent.Greenlet:

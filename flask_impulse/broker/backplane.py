@@ -46,7 +46,12 @@ class Backplane(ABC):
 
     @abstractmethod
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
-        """The retained messages on ``channels`` after ``after``, oldest first."""
+        """The retained messages on ``channels`` after ``after``, oldest first.
+
+        ``gap`` is True when messages after ``after`` may be missing from the replay: ``after``
+        is None (not an id this service issues), newer than any id issued yet (another
+        service's, or forged), or older than what is retained on one of ``channels``.
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -66,6 +71,8 @@ class MemoryBackplane(Backplane):
         return Published(message.id, self._deliver(message))
 
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
+        if after is not None and after > self._clock.now():
+            return Replay([], gap=True)
         return self.history.replay(channels, after)
 
     def close(self) -> None:

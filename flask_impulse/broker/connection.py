@@ -13,6 +13,9 @@ from gevent.event import Event
 from ..sse import HEARTBEAT, encode_retry
 from .message import Message, MessageKey
 
+#: Seconds a graceful end (a drain) gives a write in progress, and the final write, to finish.
+GRACEFUL_WRITE_TIMEOUT = 1.0
+
 
 class StalledWrite(ConnectionResetError):
     """Raised into a stream's greenlet whose client stopped reading: gunicorn treats it as a
@@ -20,6 +23,25 @@ class StalledWrite(ConnectionResetError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(errno.ECONNRESET, reason)
+
+
+def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
+    """Have the kernel abort the connection when data sent to ``client`` stays unacknowledged
+    for ``seconds`` (TCP_USER_TIMEOUT, Linux).
+
+    A half-open connection (the client's machine or network vanished without a FIN or RST)
+    takes writes into its send buffer for a long while: a heartbeat write succeeds, and TCP
+    would retransmit it for about 15 minutes before giving up. With this limit, the first
+    heartbeat the client does not acknowledge aborts the connection ``seconds`` later; the
+    hang-up watcher sees the socket error and closes the stream.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None or client.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        client.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds * 1000), 1))
+    except OSError:
+        pass  # a socket that takes no TCP options: the heartbeat's stall timeout still applies
 
 
 class Connection:
@@ -91,10 +113,6 @@ class Connection:
         self._wakeup.set()
         return True
 
-    def offer_from(self, sender: str, *, message: Message) -> bool:
-        """The broker signal's receiver: blinker passes the channel as the sender."""
-        return self.offer(message)
-
     def matches(self, message: Message) -> bool:
         """Whether this subscription would receive ``message`` (used to filter a replay)."""
         return (
@@ -104,17 +122,41 @@ class Connection:
         )
 
     def close(self, reason: str, retry_ms: int | None = None) -> None:
-        """End the stream soon; with ``retry_ms``, tell the client when to reconnect."""
+        """End the stream soon.
+
+        With ``retry_ms`` the end is graceful (a drain): messages already queued are still
+        written, then ``retry:`` tells the client when to reconnect; a write that has not
+        finished within ``GRACEFUL_WRITE_TIMEOUT`` is cut. Without it, the client is slow or
+        gone: its queue is dropped and a write in progress is cut at once. Either way, what
+        the client misses stays in the history for its resume.
+        """
         if self._closing is not None:
             return
         self._closing = reason
         self._retry_ms = retry_ms
-        self._queue.clear()
-        self._queued_bytes = 0
         self._wakeup.set()
+        if retry_ms is None:
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._cut_stalled_write()
+        elif self._writing:
+            gevent.spawn_later(GRACEFUL_WRITE_TIMEOUT, self._cut_stalled_write)
+
+    def _cut_stalled_write(self) -> None:
         if self._writing and self._greenlet is not None:
             # The writer is stuck in a write to a client that is not reading: break it out.
-            self._greenlet.kill(StalledWrite(reason), block=False)
+            self._greenlet.kill(StalledWrite(self._closing or "stream closed"), block=False)
+
+    def take(self, timeout: float) -> list[Message]:
+        """For a consumer inside the process (the readiness check): wait up to ``timeout``
+        seconds for queued messages, and take them all."""
+        if not self._queue and self._closing is None:
+            self._wakeup.clear()
+            self._wakeup.wait(timeout)
+        batch = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        return batch
 
     @property
     def closing_reason(self) -> str | None:
@@ -178,18 +220,19 @@ class Connection:
                 if not wakeup.wait(heartbeat_interval):
                     yield from self._write(HEARTBEAT, heartbeat_interval)
                     continue
-            if self._closing is not None:
-                if self._retry_ms is not None:
-                    yield from self._write(encode_retry(self._retry_ms), heartbeat_interval)
-                return
             batch = list(queue)
             queue.clear()
             self._queued_bytes = 0
             if self._skip_until is not None:
                 batch = self._drop_replayed(batch)
-                if not batch:
-                    continue
-            yield from self._write(b"".join([message.frame for message in batch]), heartbeat_interval)
+            frames = b"".join([message.frame for message in batch])
+            if self._closing is not None:
+                if self._retry_ms is not None:
+                    tail = frames + encode_retry(self._retry_ms)
+                    yield from self._write(tail, min(heartbeat_interval, GRACEFUL_WRITE_TIMEOUT))
+                return
+            if frames:
+                yield from self._write(frames, heartbeat_interval)
 
     def _drop_replayed(self, batch: list[Message]) -> list[Message]:
         skip_until = self._skip_until

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from .message import Message, MessageKey
 
+#: Bounds, in seconds, on how often every channel is swept for expired messages.
+_SWEEP_MIN, _SWEEP_MAX = 1.0, 60.0
+
 
 @dataclass(frozen=True)
 class Replay:
@@ -26,6 +29,12 @@ class MemoryHistory:
     what lets :meth:`replay` tell an id that is merely old (nothing missed) from one whose
     successors are gone (a gap). Ids from before this process started are gaps as well: in
     memory, whatever came after them did not survive the restart.
+
+    Memory follows the retained messages: expired messages are swept from every channel at
+    least once a minute, and a channel left empty is forgotten. Its evicted key is folded
+    into ``_forgotten``, one key for all forgotten channels, so that an id older than
+    anything forgotten still reads as a gap (at worst a gap is reported that was not one,
+    never the reverse).
     """
 
     def __init__(self, size: int, ttl: float, started: MessageKey) -> None:
@@ -34,6 +43,9 @@ class MemoryHistory:
         self._started = started
         self._channels: dict[str, deque[Message]] = {}
         self._evicted: dict[str, MessageKey] = {}
+        self._forgotten: MessageKey = (0, 0)
+        self._sweep_every = min(max(ttl, _SWEEP_MIN), _SWEEP_MAX)
+        self._next_sweep = time.monotonic() + self._sweep_every
 
     def append(self, message: Message) -> None:
         if self._size == 0:
@@ -44,6 +56,8 @@ class MemoryHistory:
         elif len(retained) >= self._size:
             self._evicted[message.channel] = retained.popleft().key
         retained.append(message)
+        if time.monotonic() >= self._next_sweep:
+            self.expire()
 
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
         if after is None:
@@ -52,8 +66,7 @@ class MemoryHistory:
         messages: list[Message] = []
         for channel in channels:
             self._expire(channel)
-            evicted = self._evicted.get(channel)
-            if evicted is not None and evicted > after:
+            if max(self._evicted.get(channel, self._forgotten), self._forgotten) > after:
                 gap = True
             retained = self._channels.get(channel)
             if retained:
@@ -64,6 +77,7 @@ class MemoryHistory:
 
     def expire(self) -> None:
         """Drop messages past their TTL in every channel, and forget channels left empty."""
+        self._next_sweep = time.monotonic() + self._sweep_every
         for channel in list(self._channels):
             self._expire(channel)
 
@@ -76,8 +90,12 @@ class MemoryHistory:
             self._evicted[channel] = retained.popleft().key
         if not retained:
             del self._channels[channel]
-            # Once a channel's history is empty, any older id is simply a gap; the evicted key
-            # stays so that replay can say so, but it is all that remains of the channel.
+            self._forgotten = max(self._forgotten, self._evicted.pop(channel))
+
+    @property
+    def channels(self) -> int:
+        """How many channels hold messages."""
+        return len(self._channels)
 
     def __len__(self) -> int:
         return sum(len(retained) for retained in self._channels.values())

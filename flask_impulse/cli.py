@@ -122,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "limit_request_line": gunicorn_config.limit_request_line,
         "logger_class": gunicorn_config.RedactingLogger,
         "post_worker_init": gunicorn_config.post_worker_init,
+        "pre_request": gunicorn_config.pre_request,
+        "post_request": gunicorn_config.post_request,
         "when_ready": when_ready,
         "accesslog": "-",
         "loglevel": args.log_level,

@@ -148,9 +148,11 @@ class Broker:
             connections = list(self.connections)
             random.shuffle(connections)
             step = window / max(len(connections), 1)
-            for connection in connections:
+            started = time.monotonic()
+            for index, connection in enumerate(connections):
                 connection.close("service draining", retry_ms + random.randint(0, retry_ms))
-                gevent.sleep(step)
+                # Against the clock, not step by step: the writers woken in between take time too.
+                gevent.sleep(max(started + (index + 1) * step - time.monotonic(), 0))
 
         return gevent.spawn(close_all)
 

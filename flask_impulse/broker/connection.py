@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from collections import deque
@@ -38,10 +39,9 @@ def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
     option = getattr(socket, "TCP_USER_TIMEOUT", None)
     if option is None or client.family not in (socket.AF_INET, socket.AF_INET6):
         return
-    try:
+    # A socket that takes no TCP options keeps the heartbeat's stall timeout alone.
+    with contextlib.suppress(OSError):
         client.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds * 1000), 1))
-    except OSError:
-        pass  # a socket that takes no TCP options: the heartbeat's stall timeout still applies
 
 
 class Connection:

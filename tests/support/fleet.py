@@ -1,0 +1,125 @@
+"""Helpers for the reliability tests: many raw streams read by one selector loop (tracking
+which ones the server ended), and the worker processes of a live server with their memory."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import psutil
+
+from tests.support.server import LiveServer
+from tests.support.streams import StreamTimeout
+
+
+def worker_pids(server: LiveServer) -> list[int]:
+    """The gunicorn workers of ``server`` (children of its arbiter)."""
+    assert server.process is not None
+    return [child.pid for child in psutil.Process(server.process.pid).children()]
+
+
+def wait_for_workers(
+    server: LiveServer, count: int = 1, *, other_than: frozenset[int] = frozenset(), timeout: float = 20
+) -> list[int]:
+    """Wait until ``server`` has ``count`` workers, none of them in ``other_than``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [pid for pid in worker_pids(server) if pid not in other_than]
+        if len(pids) == count:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} new worker(s) after {timeout}s; see {server.log_path}")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` in KiB, as /proc/<pid>/status says (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+_LAST_CHUNK = b"\r\n0\r\n\r\n"
+
+
+class StreamFleet:
+    """``count`` raw SSE streams on one selector: bytes received, and when each was ended."""
+
+    def __init__(
+        self,
+        base_url: str,
+        count: int,
+        params: dict[str, str] | list[tuple[str, str]],
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
+    ) -> None:
+        parts = urlsplit(base_url)
+        path = (parts.path or "/") + "?" + urlencode(params)
+        head = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
+        request = (head + "\r\n").encode()
+        self.selector = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        self.data: dict[int, bytearray] = {}
+        self.ended_at: dict[int, float] = {}
+        for index in range(count):
+            sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+            sock.sendall(request)
+            sock.setblocking(False)
+            self.socks.append(sock)
+            self.data[index] = bytearray()
+            self.selector.register(sock, selectors.EVENT_READ, index)
+
+    def pump(self, until: Callable[[StreamFleet], bool], timeout: float) -> None:
+        """Read every stream until ``until(self)`` holds; fail at the deadline."""
+        deadline = time.monotonic() + timeout
+        while not until(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StreamTimeout("the streams did not get what was expected before the deadline")
+            for key, _ in self.selector.select(min(remaining, 0.2)):
+                index = key.data
+                try:
+                    chunk = key.fileobj.recv(262144)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                except ConnectionError:
+                    chunk = b""
+                if chunk:
+                    self.data[index] += chunk
+                if not chunk or self.data[index].endswith(_LAST_CHUNK):
+                    # The response is over (its last chunk), or the connection is.
+                    self.ended_at[index] = time.monotonic()
+                    self.selector.unregister(key.fileobj)
+
+    def count_with(self, needle: bytes) -> int:
+        return sum(1 for data in self.data.values() if needle in data)
+
+    def all_ended(self) -> bool:
+        return len(self.ended_at) == len(self.socks)
+
+    def close(self) -> None:
+        for index, sock in enumerate(self.socks):
+            if index not in self.ended_at:
+                self.selector.unregister(sock)
+            sock.close()
+        self.selector.close()
+
+    def __enter__(self) -> StreamFleet:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

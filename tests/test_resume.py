@@ -5,14 +5,10 @@ only what its audience allows; an id that cannot be honoured gives ``event: gap`
 from __future__ import annotations
 
 import json
-import queue
-import shutil
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +16,10 @@ import requests
 
 from tests.apps.faults import SECRET
 from tests.conftest import Service
-from tests.support.server import LOG_DIR, LiveServer
+from tests.support.resuming_client import ResumingClient
+from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
 
-JS_DIR = Path(__file__).resolve().parent / "js"
 TOTAL = 1000
 
 
@@ -220,48 +216,16 @@ def test_a_multi_channel_stream_resumes_across_its_channels_in_push_order(faults
 
 
 def test_the_official_client_resumes_by_itself_after_the_server_ends_its_stream(faults: Service) -> None:
-    node = shutil.which("node")
-    if node is None or not (JS_DIR / "node_modules" / "@impulselab" / "realtime").is_dir():
-        pytest.fail("Node 20 and the npm packages are needed: install node, then run `npm ci` in tests/js")
     channel = unique("js")
-    stderr_path = LOG_DIR / f"resume-node-{channel}.log"
-    received: list[Any] = []
-    with (
-        open(stderr_path, "w") as stderr,
-        subprocess.Popen(
-            [node, "resume.mjs", faults.base, channel, "150", "60000"],
-            cwd=JS_DIR,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        ) as process,
-    ):
-        lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(json.loads(line)) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-
-        def next_line(kind: str) -> dict[str, Any]:
-            while True:
-                try:
-                    line = lines.get(timeout=30)
-                except queue.Empty:
-                    raise AssertionError(f"the official client printed no {kind!r}; see {stderr_path}") from None
-                if "payload" in line:
-                    received.append(line["payload"])
-                if kind in line:
-                    return line
-
-        try:
-            assert next_line("open") == {"open": 1}
-            faults.push([{"channel": channel, "payload": index} for index in range(1, 51)])
-            while len(received) < 50:
-                next_line("payload")
-            closed = requests.post(faults.server.url + "/test/close-streams", params={"retry": "300"}, timeout=10)
-            assert closed.json()["closed"] >= 1
-            faults.push([{"channel": channel, "payload": index} for index in range(51, 101)])
-            assert next_line("open") == {"open": 2}  # EventSource came back by itself, with Last-Event-ID
-            faults.push([{"channel": channel, "payload": index} for index in range(101, 151)])
-            next_line("done")
-            assert process.wait(timeout=10) == 0
-        finally:
-            process.kill()
-    assert received == list(range(1, 151))
+    with ResumingClient(faults.base, channel, 150) as client:
+        assert client.next_line("open") == {"open": 1}
+        faults.push([{"channel": channel, "payload": index} for index in range(1, 51)])
+        client.wait_received(50)
+        closed = requests.post(faults.server.url + "/test/close-streams", params={"retry": "300"}, timeout=10)
+        assert closed.json()["closed"] >= 1
+        faults.push([{"channel": channel, "payload": index} for index in range(51, 101)])
+        assert client.next_line("open") == {"open": 2}  # EventSource came back by itself, with Last-Event-ID
+        faults.push([{"channel": channel, "payload": index} for index in range(101, 151)])
+        client.next_line("done")
+        assert client.process.wait(timeout=10) == 0
+    assert client.received == list(range(1, 151))

@@ -3,6 +3,7 @@ which ones the server ended), and the worker processes of a live server with the
 
 from __future__ import annotations
 
+import json
 import selectors
 import socket
 import time
@@ -12,7 +13,8 @@ from urllib.parse import urlencode, urlsplit
 
 import psutil
 
-from tests.support.server import LiveServer
+from flask_impulse.sse import ServerSentEvent, SSEDecoder
+from tests.support.server import LOG_DIR, LiveServer
 from tests.support.streams import StreamTimeout
 
 
@@ -52,6 +54,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
 
 
 _LAST_CHUNK = b"\r\n0\r\n\r\n"
+
+
+def decode_response(raw: bytes) -> tuple[int, SSEDecoder, list[ServerSentEvent]]:
+    """An HTTP/1.1 response with a chunked SSE body, read as far as it goes."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    decoder = SSEDecoder()
+    events = []
+    while body:
+        size_line, sep, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16) if sep else 0
+        if size == 0 or len(rest) < size:
+            break
+        events.extend(decoder.feed(rest[:size]))
+        body = rest[size + 2 :]
+    return status, decoder, events
 
 
 class StreamFleet:
@@ -105,6 +123,10 @@ class StreamFleet:
                     self.ended_at[index] = time.monotonic()
                     self.selector.unregister(key.fileobj)
 
+    def decoded(self, index: int) -> tuple[int, SSEDecoder, list[ServerSentEvent]]:
+        """Stream ``index`` as a client sees it: status, its decoder (retry, comments), its events."""
+        return decode_response(bytes(self.data[index]))
+
     def count_with(self, needle: bytes) -> int:
         return sum(1 for data in self.data.values() if needle in data)
 
@@ -123,3 +145,13 @@ class StreamFleet:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def record_figure(name: str, **values: object) -> None:
+    """Keep a measured figure for docs/reliability.md (tests assert behaviour, not time):
+    one JSON line in tests/.logs/figures.jsonl, and on stdout for ``pytest -s``."""
+    line = json.dumps({"figure": name, **values})
+    print(line)
+    LOG_DIR.mkdir(exist_ok=True)
+    with open(LOG_DIR / "figures.jsonl", "a") as figures:
+        figures.write(line + "\n")

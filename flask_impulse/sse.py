@@ -87,9 +87,15 @@ class SSEDecoder:
         buffer = self._buffer
         start = 0
         length = len(buffer)
+        # The next CR and LF at or after start; -1 once there are none left. Each is searched
+        # for again only when passed, so a buffer of many LF-only lines is scanned once, not
+        # once per line.
+        cr = lf = -2
         while start < length:
-            cr = buffer.find(b"\r", start)
-            lf = buffer.find(b"\n", start)
+            if -1 != cr < start:
+                cr = buffer.find(b"\r", start)
+            if -1 != lf < start:
+                lf = buffer.find(b"\n", start)
             if cr == -1 and lf == -1:
                 break
             if cr != -1 and (lf == -1 or cr < lf):

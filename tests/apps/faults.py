@@ -13,6 +13,7 @@ from flask_impulse.config import Settings
 from flask_impulse.service import config_from_environment
 
 SECRET = "faults-secret"
+OTHER_SECRET = "faults-other-secret"  # a second publisher, for the rate limit
 EXPLODING_CHANNEL = "explode"
 
 
@@ -32,7 +33,7 @@ class FaultyImpulse(Impulse):
 
 app = Flask(__name__)
 app.config.update(config_from_environment())
-app.config.setdefault("IMPULSE_SECRET", SECRET)
+app.config.setdefault("IMPULSE_SECRET", [SECRET, OTHER_SECRET])
 impulse = FaultyImpulse(app)
 app.register_blueprint(impulse.blueprint, url_prefix="/realtime")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -155,3 +156,78 @@ def record_figure(name: str, **values: object) -> None:
     LOG_DIR.mkdir(exist_ok=True)
     with open(LOG_DIR / "figures.jsonl", "a") as figures:
         figures.write(line + "\n")
+
+
+class ChunkedDecoder:
+    """The body of a chunked HTTP response, chunk by chunk, in linear time."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.finished = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        buffer, position, body = self._buffer, 0, []
+        while not self.finished:
+            line_end = buffer.find(b"\r\n", position)
+            if line_end == -1:
+                break
+            size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+            if size == 0:
+                self.finished = True
+                break
+            if len(buffer) < line_end + 2 + size + 2:
+                break
+            body.append(bytes(buffer[line_end + 2 : line_end + 2 + size]))
+            position = line_end + 2 + size + 2
+        del buffer[:position]
+        return b"".join(body)
+
+
+class BackgroundReader:
+    """One stream read by a thread as fast as it comes: its events, and whether it ended."""
+
+    def __init__(self, base_url: str, params: dict[str, str], headers: dict[str, str] | None = None) -> None:
+        parts = urlsplit(base_url)
+        path = (parts.path or "/") + "?" + urlencode(params)
+        head = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
+        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=60)
+        self.sock.sendall((head + "\r\n").encode())
+        self.events: list[ServerSentEvent] = []
+        self.ended = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        chunks, decoder = ChunkedDecoder(), SSEDecoder()
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed before the response head")
+                head += data
+            head, _, rest = head.partition(b"\r\n\r\n")
+            self.events.extend(decoder.feed(chunks.feed(rest)))
+            while not chunks.finished:
+                data = self.sock.recv(262144)
+                if not data:
+                    break
+                self.events.extend(decoder.feed(chunks.feed(data)))
+        except OSError as exc:  # a timeout, or a reset
+            self.error = exc
+        finally:
+            self.ended = True
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join(10)
+
+    def __enter__(self) -> BackgroundReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

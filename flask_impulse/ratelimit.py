@@ -3,9 +3,10 @@
 A publisher is the secret it presented, or its address when the service takes pushes
 without a secret. Each message costs one token, so a batch of 100 costs 100: batching saves
 requests, not quota. A bucket holds at most one second's worth of tokens (the burst), and
-it may go into debt: a request is admitted while the bucket is not empty, then pays its
-whole cost. A batch larger than the burst is therefore never refused forever; the
-publisher waits out the debt instead, and its average rate stays at the limit.
+it may go into debt: a request is admitted while the bucket holds a whole token, then pays
+its whole cost. A batch larger than the burst is therefore never refused forever; the
+publisher waits out the debt instead (``Retry-After`` says how long), and its average rate
+stays at the limit.
 
 The limit is per worker process: with N workers behind one port a publisher gets up to N
 times the rate. In-process ``impulse.push()`` is never limited: it is the app itself.
@@ -41,7 +42,7 @@ class PushRateLimiter:
         now = self._clock()
         tokens, counted = self._buckets.get(publisher, (self.burst, now))
         tokens = min(self.burst, tokens + (now - counted) * self.rate)
-        if tokens <= 0:
+        if tokens < 1:
             self._buckets[publisher] = (tokens, now)
             wait = math.ceil((1 - tokens) / self.rate)
             raise PushError(

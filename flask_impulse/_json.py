@@ -7,6 +7,7 @@ several times faster than the standard library and produces the same compact for
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 try:
@@ -37,14 +38,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# A run of 19 digits: an integer that may lie beyond 64 bits, which orjson would turn into a
+# float and round. The search is cheap; a false alarm (digits in a string) only costs speed.
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+
+
 def loads(data: bytes | str) -> Any:
     """Strict JSON: ``NaN`` and ``Infinity`` are refused, as every JSON client would, and so
-    is nesting too deep to parse (a ``ValueError``, never a ``RecursionError``)."""
-    if orjson is not None:
+    is nesting too deep to parse (a ``ValueError``, never a ``RecursionError``). Integers
+    come back exact, however long."""
+    long_digits = _LONG_DIGITS.search(data) if isinstance(data, str) else _LONG_DIGITS_BYTES.search(data)
+    if orjson is not None and long_digits is None:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
-            # Retry below so that edge cases orjson refuses (huge ints, lone surrogates) behave as json does.
+            # Retry below so that what orjson refuses (lone surrogates, deep nesting) behaves as json does.
             pass
     try:
         return json.loads(data, parse_constant=_reject_constant)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from flask_impulse.service import create_app
 from tests.conftest import SECRET
 from tests.support.fleet import StreamFleet, record_figure, wait_for_workers, wait_until, worker_pids
 from tests.support.resuming_client import ResumingClient
@@ -140,6 +141,10 @@ def test_sighup_reload_drains_and_clients_reach_the_new_worker(server: LiveServe
         server.signal(signal.SIGHUP)
         fleet.pump(lambda f: f.all_ended(), timeout=30)
         assert_drained(fleet, [])
+        # Not kept alive for another request: the reconnection must reach the new worker.
+        for sock in fleet.socks:
+            sock.settimeout(10)
+            assert sock.recv(1) == b""
     wait_for_workers(server, 1, other_than=frozenset({old_worker}))
     wait_until(lambda: old_worker not in worker_pids(server), 30, "the old worker to exit")
     with StreamFleet(server.url + "/", 20, {"channel": channel}) as back:
@@ -159,3 +164,15 @@ def test_a_max_requests_restart_drains_the_streams() -> None:
             fleet.pump(lambda f: f.all_ended(), timeout=30)
             assert_drained(fleet, [])
         wait_for_workers(server, 1, other_than=frozenset({old_worker}))
+
+
+def test_a_stream_asked_of_a_draining_worker_is_sent_elsewhere_not_refused() -> None:
+    # EventSource gives up for good on a 503: a draining worker answers 200 with only a
+    # retry hint, so the client comes back (to a live worker) after the hint.
+    app = create_app({"IMPULSE_SECRET": SECRET})
+    app.extensions["impulse"].broker.drain().join(5)
+    response = app.test_client().get("/", query_string={"channel": "late"})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.data.startswith(b"retry: ")
+    assert RETRY_MS <= int(response.data.removeprefix(b"retry: ").strip()) <= 2 * RETRY_MS

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     # Accept pushes from anyone when no secret is set. Only for local development.
     "IMPULSE_PUSH_WITHOUT_SECRET": False,
     # Seconds between ": heartbeat" comments; a failed heartbeat write is how a dead client is found.
+    # Also how long a write may stall, and how long sent data may stay unacknowledged
+    # (TCP_USER_TIMEOUT) before the stream is closed.
     "IMPULSE_HEARTBEAT_INTERVAL": 30.0,
     # Reconnect delay, in milliseconds, sent as "retry:" when a stream opens.
     "IMPULSE_RETRY_MS": 1000,

@@ -119,7 +119,7 @@ def test_released_connections_leave_nothing_behind_in_the_registry() -> None:
         broker.release(connection)
         broker.release(connection)  # twice is harmless
     assert broker.connections == set()
-    assert broker._subscribers == {}
+    assert broker._channels == {}
     assert broker.deliver(Message.create((1, 1), "shared", b"{}")) == 0
 
 

@@ -1,11 +1,11 @@
 """The broker: accepts pushes, fans them out to local connections, and ends streams on drain.
 
-Fan-out goes through a map from each channel to the connections streaming it, so a push
-reaches the queues of that channel's connections only, never a scan over every connection.
-Opening and releasing a connection costs O(its channels), and a channel without connections
-leaves no trace: memory follows the open streams, however many channels come and go.
-(A blinker signal keyed by channel did the same job, but kept an empty entry for every
-channel ever seen and scanned them all on each disconnect.)
+Each channel with open streams has its own blinker signal, and each connection on the channel
+connects its ``offer`` to it: a push reaches the queues of that channel's connections only,
+never a scan over every connection. A channel's signal is dropped with its last connection,
+so memory follows the open streams however many channels come and go. (One signal for all
+channels, keyed by sender, kept an empty entry for every channel ever seen and scanned them
+all on each disconnect.)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+import blinker
 import gevent
 
 from .. import _json
@@ -63,7 +64,7 @@ class Broker:
         self._queue_max_bytes = queue_max_bytes
         self._drain_window = drain_window
         self._retry_ms = retry_ms
-        self._subscribers: dict[str, set[Connection]] = {}
+        self._channels: dict[str, blinker.Signal] = {}
         self.connections: set[Connection] = set()
         self.started = time.time()
         self.draining = False
@@ -96,7 +97,10 @@ class Broker:
         )
         self.connections.add(connection)
         for channel in channels:
-            self._subscribers.setdefault(channel, set()).add(connection)
+            signal = self._channels.get(channel)
+            if signal is None:
+                signal = self._channels[channel] = blinker.Signal(f"published on {channel}")
+            signal.connect(connection.offer, weak=False)
         return connection
 
     def release(self, connection: Connection) -> None:
@@ -104,11 +108,11 @@ class Broker:
         if connection in self.connections:
             self.connections.discard(connection)
             for channel in connection.channels:
-                subscribers = self._subscribers.get(channel)
-                if subscribers is not None:
-                    subscribers.discard(connection)
-                    if not subscribers:
-                        del self._subscribers[channel]
+                signal = self._channels.get(channel)
+                if signal is not None:
+                    signal.disconnect(connection.offer)
+                    if not signal.receivers:
+                        del self._channels[channel]
 
     def replay(self, connection: Connection, last_event_id: str) -> Replay:
         """The messages ``connection`` missed after ``last_event_id``, filtered by its audience."""
@@ -130,12 +134,14 @@ class Broker:
 
     def deliver(self, message: Message) -> int:
         """Hand ``message`` to this process's connections on its channel; count the takers."""
-        subscribers = self._subscribers.get(message.channel)
-        if not subscribers:
+        signal = self._channels.get(message.channel)
+        if signal is None:
             return 0
-        # A copy: offer() never releases a connection itself, but a receiver set must not
-        # change size under the loop whatever a future offer() does.
-        return sum(connection.offer(message) for connection in tuple(subscribers))
+        # The channel signal's receivers are called directly rather than through send(): send()
+        # costs about 3 us per receiver (it checks each for a coroutine and collects results),
+        # a direct call about 0.6 us, and this runs once per message per connection. The tuple
+        # guards the loop against a receiver list that changes under it.
+        return sum(offer(message) for offer in tuple(signal.receivers.values()))
 
     # -- shutdown ---------------------------------------------------------------------
     def drain(self) -> gevent.Greenlet:

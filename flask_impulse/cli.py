@@ -8,6 +8,7 @@ import resource
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -30,7 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-auth", action="store_true", help="accept pushes without a secret (local development only)"
     )
-    parser.add_argument("--workers", type=int, default=int(env.get("WEB_CONCURRENCY", "1")), help="worker processes")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis backplane, shared by every worker and replica (REDIS_URL; pip install flask-impulse[redis])",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env.get("WEB_CONCURRENCY", "1")),
+        help="worker processes (WEB_CONCURRENCY); above 1 needs --redis-url",
+    )
     parser.add_argument(
         "--worker-connections",
         type=int,
@@ -48,6 +59,8 @@ def service_config(args: argparse.Namespace) -> dict[str, Any]:
         config["IMPULSE_SECRET"] = args.secret
     if args.no_auth:
         config["IMPULSE_PUSH_WITHOUT_SECRET"] = True
+    if args.redis_url:
+        config["IMPULSE_REDIS_URL"] = args.redis_url
     if args.workers > 1 and not config.get("IMPULSE_REDIS_URL"):
         raise ConfigurationError(
             "--workers above 1 needs a shared backplane: each worker holds its own streams, and a push "
@@ -55,6 +68,15 @@ def service_config(args: argparse.Namespace) -> dict[str, Any]:
             "(it holds 10,000+ streams) or configure Redis."
         )
     return config
+
+
+def describe_backplane(redis_url: str | None) -> str:
+    """Where messages are shared, for the startup line: never the URL's password."""
+    if not redis_url:
+        return "in memory"
+    parts = urlsplit(redis_url)
+    where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else parts.path
+    return f"redis {where}"
 
 
 def raise_open_file_limit() -> int:
@@ -102,10 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     open_files = raise_open_file_limit()
     auth = "on" if app.config["IMPULSE_SECRET"] else "OFF (--no-auth: anyone can push)"
     url = f"http://{args.host}:{args.port}/"
+    backplane = describe_backplane(app.config["IMPULSE_REDIS_URL"])
 
     def when_ready(server: Any) -> None:
         print(
-            f"flask-impulse {__version__} listening on {url} | push auth {auth} | "
+            f"flask-impulse {__version__} listening on {url} | push auth {auth} | backplane {backplane} | "
             f"workers {args.workers} x {args.worker_connections} streams | open files {open_files}",
             flush=True,
         )

@@ -70,8 +70,14 @@ DEFAULTS: dict[str, Any] = {
     # Check each push on a declared channel (Impulse(channels=[...]) or impulse.channel(...))
     # against its payload type; needs msgspec (pip install flask-impulse[validation]).
     "IMPULSE_VALIDATE_PAYLOADS": True,
+    # Prefix of every Redis key and of the pub/sub channel: apps sharing one Redis stay apart.
+    "IMPULSE_REDIS_PREFIX": "impulse",
+    # Seconds a push waits for the delivery counts of the worker processes it reached (Redis
+    # only; see docs/scaling.md). 0: answer at once, and "sent" counts those processes.
+    "IMPULSE_REDIS_SENT_TIMEOUT": 0.5,
     # Key for the keyed hash that stands in for subscriber tokens wherever they are stored or
-    # compared. Unset, it is derived from the push secret, or random per process.
+    # compared. Unset, it is derived from the push secret, or random per process (refused
+    # with Redis: every process sharing it must hash alike).
     "IMPULSE_TOKEN_HASH_KEY": None,
 }
 
@@ -104,6 +110,8 @@ class Settings:
     cors_origins: tuple[str, ...]
     cors_credentials: bool
     redis_url: str | None
+    redis_prefix: str
+    redis_sent_timeout: float
     token_hash_key: str | None
     validate_payloads: bool
 
@@ -132,6 +140,8 @@ class Settings:
             raise ValueError("IMPULSE_HISTORY_SIZE and IMPULSE_HISTORY_TTL must not be negative")
         if self.queue_max_messages < 1 or self.queue_max_bytes < 1:
             raise ValueError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
+        if self.redis_sent_timeout < 0:
+            raise ValueError("IMPULSE_REDIS_SENT_TIMEOUT must not be negative")
         if self.health_path == "/" or self.ready_path == "/":
             raise ValueError("IMPULSE_HEALTH_PATH and IMPULSE_READY_PATH must not be the stream endpoint itself")
         if self.ready_path == self.health_path:

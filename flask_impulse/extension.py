@@ -74,9 +74,10 @@ class Impulse:
         for key, default in DEFAULTS.items():
             app.config.setdefault(key, self._options.get(key, default))
         settings = Settings.from_config(app.config)
+        token_hash_key = _token_hash_key(settings)  # checked before a backplane is built
         broker = Broker(
             self.create_backplane(settings),
-            token_hash_key=_token_hash_key(settings),
+            token_hash_key=token_hash_key,
             max_connections=settings.max_connections,
             queue_max_messages=settings.queue_max_messages,
             queue_max_bytes=settings.queue_max_bytes,
@@ -106,8 +107,18 @@ class Impulse:
         self._apps.append(state)
 
     def create_backplane(self, settings: Settings) -> Backplane:
+        """In memory for one process; Redis (``IMPULSE_REDIS_URL``) for many workers and replicas."""
         if settings.redis_url:
-            raise ConfigurationError("IMPULSE_REDIS_URL is set, but this build has no Redis backplane yet")
+            from .broker.redis import RedisBackplane
+
+            return RedisBackplane(
+                settings.redis_url,
+                history_size=settings.history_size,
+                history_ttl=settings.history_ttl,
+                prefix=settings.redis_prefix,
+                sent_timeout=settings.redis_sent_timeout,
+                retry_ms=settings.retry_ms,
+            )
         return MemoryBackplane(settings.history_size, settings.history_ttl)
 
     # -- channels ----------------------------------------------------------------------------
@@ -195,4 +206,9 @@ def _token_hash_key(settings: Settings) -> bytes:
         return hashlib.sha256(settings.token_hash_key.encode()).digest()[:32]
     if settings.secrets:
         return hashlib.sha256(b"flask-impulse token hash key\0" + settings.secrets[0].encode()).digest()[:32]
+    if settings.redis_url:
+        raise ConfigurationError(
+            "With IMPULSE_REDIS_URL, every process must hash subscriber tokens with the same key: "
+            "set IMPULSE_TOKEN_HASH_KEY (or IMPULSE_SECRET, from which it is derived) to the same value everywhere"
+        )
     return os.urandom(32)

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from tests.support.browser import open_page  # noqa: F401 - a fixture, for every test module
+from tests.support.redis import RedisServer
 from tests.support.server import LiveServer
 
 SECRET = "test-secret"
@@ -46,3 +47,10 @@ def embedded() -> Iterator[Service]:
 def service(request: pytest.FixtureRequest) -> Service:
     """Each test that takes it runs against both mountings."""
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, shared by one test module."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -101,6 +101,7 @@ class Broker:
             if signal is None:
                 signal = self._channels[channel] = blinker.Signal(f"published on {channel}")
             signal.connect(connection.offer, weak=False)
+        self.backplane.attach(connection)
         return connection
 
     def release(self, connection: Connection) -> None:
@@ -116,7 +117,11 @@ class Broker:
 
     def replay(self, connection: Connection, last_event_id: str) -> Replay:
         """The messages ``connection`` missed after ``last_event_id``, filtered by its audience."""
-        replay = self.backplane.replay(connection.channels, parse_id(last_event_id))
+        after = parse_id(last_event_id)
+        replay = self.backplane.replay(connection.channels, after)
+        if after is not None:
+            # Another process may not have delivered ``after`` and its predecessors here yet.
+            connection.skip_through(after)
         return Replay([m for m in replay.messages if connection.matches(m)], replay.gap)
 
     # -- publishers -------------------------------------------------------------------
@@ -131,6 +136,9 @@ class Broker:
 
     def publish(self, draft: Draft) -> Published:
         return self.backplane.publish(draft)
+
+    def publish_many(self, drafts: list[Draft]) -> list[Published]:
+        return self.backplane.publish_many(drafts)
 
     def deliver(self, message: Message) -> int:
         """Hand ``message`` to this process's connections on its channel; count the takers."""

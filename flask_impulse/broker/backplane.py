@@ -9,11 +9,15 @@ workers and replicas, behind the same interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .history import MemoryHistory, Replay
 from .message import IdClock, Message, MessageKey
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 Deliver = Callable[[Message], int]
 
@@ -43,6 +47,14 @@ class Backplane(ABC):
     @abstractmethod
     def publish(self, draft: Draft) -> Published:
         """Accept a message for delivery everywhere, or raise ``BackplaneUnavailable``."""
+
+    def publish_many(self, drafts: Sequence[Draft]) -> list[Published]:
+        """Accept a batch; a backplane that can take it all or none at once overrides this."""
+        return [self.publish(draft) for draft in drafts]
+
+    def attach(self, connection: Connection) -> None:
+        """A local stream opened: a shared backplane makes sure this process hears its channels."""
+        return None  # one process hears everything already
 
     @abstractmethod
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:

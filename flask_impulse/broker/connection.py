@@ -121,6 +121,10 @@ class Connection:
             and (message.audience is None or self.audience_key in message.audience)
         )
 
+    def skip_through(self, key: MessageKey) -> None:
+        """Drop live messages up to ``key``: a resuming client already has them."""
+        self._skip_until = key
+
     def close(self, reason: str, retry_ms: int | None = None) -> None:
         """End the stream soon.
 

@@ -1,0 +1,91 @@
+"""A real redis-server on a free loopback port, for the backplane tests.
+
+No persistence (``--save "" --appendonly no``): a restart starts from an empty dataset, the
+harshest case for resume. ``stop()`` and ``start()`` keep the port, so that the services
+under test see Redis go away and come back at the same address.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from .server import LOG_DIR, free_port
+
+
+class RedisServer:
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+        LOG_DIR.mkdir(exist_ok=True)
+        self.log_path = LOG_DIR / f"redis-{self.port}.log"
+
+    def start(self, timeout: float = 10) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--logfile",
+            str(self.log_path),
+            "--maxclients",
+            "1000",
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server exited ({self.process.returncode}); see {self.log_path}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2)
+
+    def stop(self) -> None:
+        """Stop at once, as a crash or a restart would look to the services."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    def subscribers(self) -> list[dict[str, str]]:
+        """``CLIENT LIST`` entries of clients holding pub/sub subscriptions."""
+        client = self.client()
+        try:
+            return [entry for entry in client.client_list() if int(entry.get("sub", 0)) or int(entry.get("psub", 0))]
+        finally:
+            client.close()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

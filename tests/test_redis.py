@@ -1,0 +1,264 @@
+"""The Redis backplane on one host: several workers sharing one redis-server, the write-only
+publisher, a Redis outage, and the configuration checks. (Replicas behind nginx: test_cluster.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.processes import streams_per_worker, worker_pids
+from tests.support.redis import RedisServer
+from tests.support.server import ROOT, LiveServer
+from tests.support.streams import ManyStreams, SSEStream
+
+SECRET = "redis-secret"
+
+
+def all_connected(buffers: dict[int, bytes]) -> bool:
+    return all(b": Connected to channel" in buffer for buffer in buffers.values())
+
+
+def push(url: str, body: object, session: requests.Session | None = None) -> requests.Response:
+    sender = session or requests
+    return sender.post(url, json=body, headers={"Authorization": f"Bearer {SECRET}"}, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def embedded_two_workers(redis_server: RedisServer) -> Iterator[LiveServer]:
+    """tests/apps/scaled.py (flask-impulse embedded, Redis backplane) on two gunicorn workers."""
+    env = {"IMPULSE_REDIS_URL": redis_server.url}
+    with LiveServer(
+        "tests.apps.scaled:app", env=env, workers=2, health_path="/realtime/health", name="scaled"
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cli_two_workers(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The standalone service as the CLI runs it: `flask-impulse --workers 2 --redis-url URL`."""
+    # A generous wait for delivery counts: the tests assert exact "sent" on a noisy machine.
+    env = {"IMPULSE_REDIS_PREFIX": "cli", "IMPULSE_REDIS_SENT_TIMEOUT": "5"}
+    server = LiveServer(name="cli-redis", env=env)
+    server.command = lambda: [  # type: ignore[method-assign]
+        sys.executable,
+        "-m",
+        "flask_impulse",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--workers",
+        "2",
+        "--redis-url",
+        redis_server.url,
+        "--secret",
+        SECRET,
+    ]
+    with server:
+        yield server
+
+
+def test_streams_on_two_workers_receive_every_push_whichever_worker_took_it(embedded_two_workers: LiveServer) -> None:
+    server = embedded_two_workers
+    with ManyStreams(server.url + "/realtime", 200, {"channel": "spread"}) as streams:
+        streams.read_until(all_connected, timeout=30)
+        holders = streams_per_worker(server)
+        assert len(holders) == 2 and all(count > 0 for count in holders.values()), holders
+        publishers: set[int] = set()
+        ids: list[str] = []
+        # Each push on a new connection: gunicorn hands it to either worker. Bounded loop.
+        for number in range(300):
+            answer = requests.post(server.url + "/send", json={"channel": "spread", "payload": number}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["sent"] == 200, body  # every stream, on both workers, counted
+            publishers.add(body["pid"])
+            ids.append(body["id"])
+            if len(publishers) == 2 and number >= 20:
+                break
+        assert publishers == set(holders)
+        streams.read_until(lambda buffers: all(b.count(b"\nid: ") >= len(ids) for b in buffers.values()), 30)
+        for buffer in streams.buffers.values():
+            received = [line[4:].decode() for line in buffer.split(b"\n") if line.startswith(b"id: ")]
+            assert received == ids
+
+
+def test_each_worker_holds_exactly_one_redis_subscription_with_1000_streams_open(
+    cli_two_workers: LiveServer, redis_server: RedisServer
+) -> None:
+    server = cli_two_workers
+    with ManyStreams(server.url + "/", 1000, {"channel": "many"}, timeout=30) as streams:
+        streams.read_until(all_connected, timeout=60)
+        holders = streams_per_worker(server)
+        assert sum(holders.values()) == 1000 and all(count > 0 for count in holders.values()), holders
+        # Client names carry the worker's pid; this service's workers, and no one else, use
+        # the "cli" prefix (another service shares this redis-server).
+        owners = [int(entry["name"].rsplit("/", 1)[1]) for entry in redis_server.subscribers()]
+        assert sorted(pid for pid in owners if pid in holders) == sorted(holders)
+        client = redis_server.client()
+        try:
+            assert client.pubsub_numsub("cli:bus") == [(b"cli:bus", 2)]
+        finally:
+            client.close()
+        answer = push(server.url, {"channel": "many", "payload": "all"})
+        assert answer.json()["sent"] == 1000
+        streams.read_until(lambda buffers: all(b'"payload":"all"' in b for b in buffers.values()), 30)
+
+
+def test_a_script_without_gevent_publishes_through_redis_alone(
+    cli_two_workers: LiveServer, redis_server: RedisServer
+) -> None:
+    """A Celery task or a cron script: impulse.push() with only a Redis URL, no web server."""
+    script = f"""
+import sys
+from flask import Flask
+from flask_impulse import Impulse
+app = Flask("worker-task")
+app.config.update(IMPULSE_REDIS_URL={redis_server.url!r}, IMPULSE_REDIS_PREFIX="cli", IMPULSE_SECRET={SECRET!r})
+impulse = Impulse(app)
+sent = impulse.push("tasks", {{"done": 42}}, tokens=["user-7"])
+print(sent, "gevent.monkey" in sys.modules)
+"""
+    subscribers_before = len(redis_server.subscribers())
+    with (
+        SSEStream(server_url(cli_two_workers), {"channel": "tasks", "token": "user-7"}) as mine,
+        SSEStream(server_url(cli_two_workers), {"channel": "tasks", "token": "user-8"}) as other,
+    ):
+        result = run_python(script)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["1", "False"]
+        assert mine.messages(1) == [{"channel": "tasks", "payload": {"done": 42}}]
+        other.assert_silent(0.5)
+    assert len(redis_server.subscribers()) == subscribers_before
+
+
+def server_url(server: LiveServer) -> str:
+    return server.url + "/"
+
+
+def test_tokens_never_reach_redis_in_clear(cli_two_workers: LiveServer, redis_server: RedisServer) -> None:
+    token = "very-private-token-4242"
+    with SSEStream(server_url(cli_two_workers), {"channel": "secret-room", "token": token}) as stream:
+        answer = push(cli_two_workers.url, {"channel": "secret-room", "payload": 1, "audience": {"tokens": [token]}})
+        assert answer.json()["sent"] == 1
+        assert stream.messages(1) == [{"channel": "secret-room", "payload": 1}]
+    client = redis_server.client()
+    try:
+        stored = client.xrange("cli:history:secret-room")
+        assert stored and token.encode() not in repr(stored).encode()
+        assert all(token.encode() not in (client.dump(key) or b"") for key in client.keys("*"))
+    finally:
+        client.close()
+
+
+def test_resume_after_a_push_taken_by_another_worker(cli_two_workers: LiveServer) -> None:
+    first = push(cli_two_workers.url, {"channel": "resume", "payload": 1}).json()["id"]
+    for payload in (2, 3):
+        push(cli_two_workers.url, {"channel": "resume", "payload": payload})
+    with SSEStream(server_url(cli_two_workers), {"channel": "resume"}, headers={"Last-Event-ID": first}) as stream:
+        assert [m["payload"] for m in stream.messages(2)] == [2, 3]
+        push(cli_two_workers.url, {"channel": "resume", "payload": 4})
+        assert stream.messages(1) == [{"channel": "resume", "payload": 4}]
+
+
+def test_redis_outage_refuses_pushes_keeps_streams_and_recovers(tmp_path: Path) -> None:
+    """Redis stops for 5 s: pushes get 503 at once, streams keep their heartbeats, no worker
+    dies, and after Redis returns every stream gets the next pushes without reconnecting."""
+    with RedisServer(tmp_path / "redis") as redis_server:
+        env = {"REALTIME_SECRET": SECRET, "REDIS_URL": redis_server.url, "IMPULSE_HEARTBEAT_INTERVAL": "1"}
+        with LiveServer("wsgi:app", env=env, workers=2, name="outage") as server:
+            streams = [SSEStream(server.url + "/", {"channel": "outage"}) for _ in range(40)]
+            try:
+                _run_outage(server, redis_server, streams)
+            finally:
+                for stream in streams:
+                    stream.close()
+            assert "Traceback" not in server.log()
+
+
+def _run_outage(server: LiveServer, redis_server: RedisServer, streams: list[SSEStream]) -> None:
+    holders = streams_per_worker(server)
+    assert all(count > 0 for count in holders.values()), holders
+    assert push(server.url, {"channel": "outage", "payload": "before"}).json()["sent"] == len(streams)
+    for stream in streams:
+        assert stream.messages(1)[0]["payload"] == "before"
+
+    redis_server.stop()
+    refused = 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        answer = push(server.url, {"channel": "outage", "payload": "lost?"})
+        assert answer.status_code == 503
+        body = answer.json()
+        assert body["error"] == "Backplane unavailable" and "Redis" in body["details"]
+        assert answer.headers["Retry-After"] == "1"
+        refused += 1
+        time.sleep(0.25)
+    assert refused >= 5
+    # A client resuming during the outage still gets its stream, told it may have missed messages.
+    with SSEStream(server.url + "/", {"channel": "outage"}, headers={"Last-Event-ID": "1-0"}) as resumed:
+        assert resumed.next_event(5).event == "gap"
+    heartbeats = [len(stream.decoder.comments) for stream in streams]
+    time.sleep(1.5)  # more than the heartbeat interval
+    for stream, before in zip(streams, heartbeats, strict=True):
+        stream.assert_silent(0.01)  # reads what arrived: comments only
+        assert len(stream.decoder.comments) > before
+    assert worker_pids(server) == set(holders)
+
+    redis_server.start()
+    after = [push(server.url, {"channel": "outage", "payload": n}) for n in range(3)]
+    assert [answer.status_code for answer in after] == [200, 200, 200]
+    for stream in streams:
+        assert [m["payload"] for m in stream.messages(3)] == [0, 1, 2]
+        assert not stream.closed
+    assert worker_pids(server) == set(holders)
+
+
+# -- configuration --------------------------------------------------------------------------
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("IMPULSE_", "REDIS_", "REALTIME_"))}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_missing_redis_package_says_how_to_install_it() -> None:
+    result = run_python(
+        "import sys; sys.modules['redis'] = None\n"
+        "from flask import Flask\nfrom flask_impulse import Impulse, ConfigurationError\n"
+        "app = Flask('x'); app.config.update(IMPULSE_REDIS_URL='redis://127.0.0.1:1/0', IMPULSE_SECRET='s')\n"
+        "try:\n    Impulse(app)\nexcept ConfigurationError as exc:\n    print(exc)\n"
+    )
+    assert "pip install flask-impulse[redis]" in result.stdout, result.stderr
+
+
+def test_redis_without_a_shared_token_hash_key_refuses_to_start() -> None:
+    result = run_python(
+        "from flask import Flask\nfrom flask_impulse import Impulse, ConfigurationError\n"
+        "app = Flask('x'); app.config['IMPULSE_REDIS_URL'] = 'redis://127.0.0.1:1/0'\n"
+        "try:\n    Impulse(app)\nexcept ConfigurationError as exc:\n    print(exc)\n"
+    )
+    assert "IMPULSE_TOKEN_HASH_KEY" in result.stdout, result.stderr
+
+
+def test_cli_accepts_several_workers_with_redis_and_names_the_backplane(cli_two_workers: LiveServer) -> None:
+    startup = [line for line in cli_two_workers.log().splitlines() if "listening on" in line]
+    assert len(startup) == 1
+    assert "backplane redis 127.0.0.1:" in startup[0] and "workers 2 x" in startup[0]
+
+
+def test_redis_url_is_checked_before_forking() -> None:
+    result = run_python(
+        "import sys\nfrom flask_impulse.cli import main\n"
+        "sys.exit(main(['--secret', 's', '--workers', '2', '--redis-url', 'localhost:6379']))"
+    )
+    assert result.returncode == 2
+    assert "IMPULSE_REDIS_URL must start with redis://" in result.stderr
+    assert "Traceback" not in result.stderr

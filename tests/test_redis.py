@@ -3,6 +3,7 @@ publisher, a Redis outage, and the configuration checks. (Replicas behind nginx:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +14,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from flask_impulse.broker import Draft
+from flask_impulse.broker.history import Replay
+from flask_impulse.broker.message import parse_id
+from flask_impulse.broker.redis import RedisBackplane
+from flask_impulse.errors import BackplaneUnavailable
 from tests.support.processes import streams_per_worker, worker_pids
 from tests.support.redis import RedisServer
-from tests.support.server import ROOT, LiveServer
+from tests.support.server import ROOT, LiveServer, free_port
 from tests.support.streams import ManyStreams, SSEStream
 
 SECRET = "redis-secret"
@@ -262,3 +268,83 @@ def test_redis_url_is_checked_before_forking() -> None:
     assert result.returncode == 2
     assert "IMPULSE_REDIS_URL must start with redis://" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- ids and history in Redis, through the backplane itself ---------------------------------
+@pytest.fixture
+def backplane(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[RedisBackplane]:
+    """A backplane on its own key prefix, publishing without waiting for delivery reports."""
+    plane = RedisBackplane(
+        redis_server.url, history_size=3, history_ttl=3600, prefix=f"unit-{request.node.name}", sent_timeout=0
+    )
+    try:
+        yield plane
+    finally:
+        plane.close()
+
+
+def draft(channel: str, payload: object, topic: str | None = None, audience: frozenset[bytes] | None = None) -> Draft:
+    return Draft(channel, json.dumps({"channel": channel, "payload": payload}).encode(), topic, audience)
+
+
+def payloads(replay: Replay) -> list[object]:
+    return [json.loads(message.frame.split(b"data: ", 1)[1])["payload"] for message in replay.messages]
+
+
+def test_ids_increase_across_channels_and_batches(backplane: RedisBackplane) -> None:
+    ids = [backplane.publish(draft(f"channel-{n % 3}", n)).id for n in range(20)]
+    ids += [p.id for p in backplane.publish_many([draft("a", "x"), draft("b", "y")])]
+    keys = [parse_id(i) for i in ids]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_replay_merges_channels_in_id_order_and_keeps_routing(backplane: RedisBackplane) -> None:
+    first = backplane.publish(draft("a", 0)).id
+    backplane.publish(draft("b", 1, topic="room"))
+    backplane.publish(draft("a", 2, audience=frozenset({b"\x01" * 16})))
+    replay = backplane.replay(["a", "b"], parse_id(first))
+    assert payloads(replay) == [1, 2] and not replay.gap
+    assert [(m.channel, m.topic, m.audience) for m in replay.messages] == [
+        ("b", "room", None),
+        ("a", None, frozenset({b"\x01" * 16})),
+    ]
+
+
+def test_replay_reports_a_gap_when_history_lost_messages(backplane: RedisBackplane) -> None:
+    ids = [backplane.publish(draft("a", n)).id for n in range(5)]  # history keeps the last 3
+    kept = backplane.replay(["a"], parse_id(ids[1]))
+    assert payloads(kept) == [2, 3, 4] and not kept.gap
+    lost = backplane.replay(["a"], parse_id(ids[0]))
+    assert payloads(lost) == [2, 3, 4] and lost.gap
+    before_this_redis = backplane.replay(["a"], (1, 0))
+    assert before_this_redis.gap
+
+
+def test_replay_reports_a_gap_once_messages_outlive_their_ttl(redis_server: RedisServer) -> None:
+    plane = RedisBackplane(redis_server.url, history_size=10, history_ttl=0.2, prefix="unit-ttl", sent_timeout=0)
+    try:
+        start = plane.publish(draft("a", 0)).id
+        plane.publish(draft("a", 1))
+        time.sleep(0.3)
+        replay = plane.replay(["a"], parse_id(start))
+        assert replay.messages == [] and replay.gap
+    finally:
+        plane.close()
+
+
+def test_an_id_from_the_future_neither_gaps_nor_mutes_the_stream(backplane: RedisBackplane) -> None:
+    last = parse_id(backplane.publish(draft("a", 0)).id)
+    replay = backplane.replay(["a"], (9_999_999_999_999, 0))
+    assert replay.messages == [] and not replay.gap
+    assert replay.skip_through == last  # live messages after the last issued id still flow
+
+
+def test_push_fails_fast_with_503_when_redis_is_unreachable() -> None:
+    plane = RedisBackplane(f"redis://127.0.0.1:{free_port()}/0", history_size=3, history_ttl=60, sent_timeout=0)
+    try:
+        with pytest.raises(BackplaneUnavailable) as refused:
+            plane.publish(draft("a", 0))
+        assert refused.value.status == 503 and "Redis" in str(refused.value.details)
+        assert plane.replay(["a"], (1, 0)).gap  # a resume during the outage says it may have missed some
+    finally:
+        plane.close()

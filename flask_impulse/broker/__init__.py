@@ -117,11 +117,9 @@ class Broker:
 
     def replay(self, connection: Connection, last_event_id: str) -> Replay:
         """The messages ``connection`` missed after ``last_event_id``, filtered by its audience."""
-        after = parse_id(last_event_id)
-        replay = self.backplane.replay(connection.channels, after)
-        if after is not None:
-            # Another process may not have delivered ``after`` and its predecessors here yet.
-            connection.skip_through(after)
+        replay = self.backplane.replay(connection.channels, parse_id(last_event_id))
+        if replay.skip_through is not None:
+            connection.skip_through(replay.skip_through)
         return Replay([m for m in replay.messages if connection.matches(m)], replay.gap)
 
     # -- publishers -------------------------------------------------------------------

@@ -20,6 +20,9 @@ class Replay:
     messages: list[Message]
     #: True when messages after the client's id may be missing: the client gets ``event: gap``.
     gap: bool
+    #: Live messages up to this key are the client's already: with a shared backplane, another
+    #: process may have sent them to the client before this one delivers them here.
+    skip_through: MessageKey | None = None
 
 
 class MemoryHistory:

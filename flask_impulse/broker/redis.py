@@ -329,6 +329,7 @@ class RedisBackplane(Backplane):
             pipe = self._client.pipeline(transaction=True)
             pipe.get(self.keys.epoch)
             pipe.time()
+            pipe.get(self.keys.last_id)
             for channel in channels:
                 pipe.xrange(self.keys.history(channel), min=f"({format_id(after)}", count=self._history_size)
                 pipe.get(self.keys.evicted(channel))
@@ -337,12 +338,12 @@ class RedisBackplane(Backplane):
         except self._redis_error() as exc:
             log.warning("replay: Redis unavailable (%s); the stream opens with a gap event", exc)
             return Replay([], gap=True)
-        epoch, (seconds, microseconds) = results[0], results[1]
+        epoch, (seconds, microseconds), last_id = results[:3]
         cutoff = seconds * 1000 + microseconds // 1000 - self._history_ttl_ms
         gap = epoch is None or after < _key(epoch)
         messages: list[Message] = []
         for index, channel in enumerate(channels):
-            entries, evicted, exists = results[2 + 3 * index : 5 + 3 * index]
+            entries, evicted, exists = results[3 + 3 * index : 6 + 3 * index]
             if (evicted is not None and _key(evicted) > after) or (not exists and after[0] < cutoff):
                 gap = True
             for entry_id, fields in entries:
@@ -353,7 +354,10 @@ class RedisBackplane(Backplane):
                 messages.append(decode_message(key, channel, fields[b"m"]))
         if len(messages) > 1:
             messages.sort(key=lambda message: message.key)
-        return Replay(messages, gap)
+        # The client has everything up to its id, which this process's listener may not have
+        # delivered yet; never beyond the last id issued, so a foreign id cannot mute a stream.
+        skip_through = min(after, _key(last_id)) if last_id is not None else None
+        return Replay(messages, gap, skip_through)
 
     # -- subscribing -----------------------------------------------------------------------
     def attach(self, connection: Connection) -> None:

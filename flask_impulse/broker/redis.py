@@ -287,31 +287,35 @@ class RedisBackplane(Backplane):
         counts = dict.fromkeys(receivers, 0)
         missing = sum(receivers.values())
         deadline = time.monotonic() + self._sent_timeout
-        client = self._client
+        client: Any = self._client  # redis-py's return types are unions of every protocol's
         try:
             while missing > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                # Block in slices shorter than the socket timeout, whatever the configured wait.
                 popped = client.blpop([report], timeout=max(min(remaining, COMMAND_TIMEOUT - 1), 0.001))
                 if popped is None:
-                    break
-                items = [popped[1], *(client.lpop(report, BATCH) or [])]
-                for item in items:
-                    message_id, _, count = item.rpartition(b":")
-                    if message_id in counts:
-                        counts[message_id] += int(count)
-                        missing -= 1
+                    continue
+                missing -= self._count_report(popped[1], counts)
+                if missing > 0:  # take every report already there in one round trip
+                    for item in client.lpop(report, BATCH) or []:
+                        missing -= self._count_report(item, counts)
             if missing > 0:
                 log.info("sent: %d delivery reports missing after %.2fs", missing, self._sent_timeout)
         except self._redis_error() as exc:
             log.warning("sent: could not read delivery reports (%s)", exc)
-        finally:
-            try:
-                client.delete(report)
-            except self._redis_error():
-                pass  # it expires by itself
+        # Nothing to clean up: Redis drops a list once it is empty, and reports that come too
+        # late expire with their list.
         return counts
+
+    @staticmethod
+    def _count_report(item: bytes, counts: dict[bytes, int]) -> int:
+        message_id, _, count = item.rpartition(b":")
+        if message_id not in counts:
+            return 0
+        counts[message_id] += int(count)
+        return 1
 
     # -- history ---------------------------------------------------------------------------
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:

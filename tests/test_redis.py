@@ -250,7 +250,10 @@ def _run_outage(server: LiveServer, redis_server: RedisServer, groups: list[Many
         refused += 1
         time.sleep(0.25)
     assert refused >= 5
-    # A client resuming during the outage still gets its stream, told it may have missed messages.
+    # Readiness says why the service cannot take pushes; a client resuming during the outage
+    # still gets its stream, told it may have missed messages.
+    not_ready = requests.get(server.url + "/health/ready", timeout=10)
+    assert not_ready.status_code == 503 and "Redis" in not_ready.json()["details"]
     with SSEStream(server.url + "/", {"channel": "outage"}, headers={"Last-Event-ID": "1-0"}) as resumed:
         assert resumed.next_event(5).event == "gap"
     # Heartbeats kept flowing on every stream during the outage (one a second here).
@@ -266,6 +269,7 @@ def _run_outage(server: LiveServer, redis_server: RedisServer, groups: list[Many
     for buffer in buffers(groups):
         assert re.findall(rb'"payload":([^}]*)', buffer) == [b'"before"', b"0", b"1", b"2"]
     assert worker_pids(server) == set(holders)
+    assert requests.get(server.url + "/health/ready", timeout=10).json()["status"] == "ready"
 
 
 # -- configuration --------------------------------------------------------------------------

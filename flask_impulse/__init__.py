@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from .channels import Channel, Event, Push
 from .errors import (
+    AccessDenied,
     BackplaneUnavailable,
     ConfigurationError,
     ImpulseError,
@@ -14,10 +15,12 @@ from .errors import (
     RealtimeClientError,
     ServerClientError,
 )
+from .tokens import issue_token
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .access import PublishRequest, SubscribeRequest
     from .client import EventStream, RealtimeClient, ServerClient
     from .extension import Impulse
 
@@ -35,10 +38,15 @@ def __getattr__(name: str) -> Any:
         from .extension import Impulse
 
         return Impulse
+    if name in ("PublishRequest", "SubscribeRequest"):
+        from . import access
+
+        return getattr(access, name)
     raise AttributeError(f"module 'flask_impulse' has no attribute {name!r}")
 
 
 __all__ = [
+    "AccessDenied",
     "BackplaneUnavailable",
     "Channel",
     "ConfigurationError",
@@ -48,11 +56,14 @@ __all__ = [
     "ImpulseError",
     "InvalidPayload",
     "MissedMessages",
+    "PublishRequest",
     "Push",
     "PushError",
     "RealtimeClient",
     "RealtimeClientError",
     "ServerClient",
     "ServerClientError",
+    "SubscribeRequest",
     "__version__",
+    "issue_token",
 ]

@@ -27,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=env.get("HOST", "0.0.0.0"), help="interface to bind (HOST; default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")), help="port (PORT; default 8080)")
-    parser.add_argument("--secret", default=None, help="push secret (REALTIME_SECRET)")
+    parser.add_argument(
+        "--secret",
+        action="append",
+        default=None,
+        help="push secret (REALTIME_SECRET); repeat it to accept several while rotating (REALTIME_SECRETS=a,b)",
+    )
     parser.add_argument(
         "--no-auth", action="store_true", help="accept pushes without a secret (local development only)"
     )
@@ -56,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def service_config(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_environment()
     if args.secret:
-        config["IMPULSE_SECRET"] = args.secret
+        config["IMPULSE_SECRET"] = args.secret if len(args.secret) > 1 else args.secret[0]
     if args.no_auth:
         config["IMPULSE_PUSH_WITHOUT_SECRET"] = True
     if args.redis_url:
@@ -143,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keepalive": gunicorn_config.keepalive,
         "control_socket_disable": gunicorn_config.control_socket_disable,
         "limit_request_line": gunicorn_config.limit_request_line,
+        "limit_request_fields": gunicorn_config.limit_request_fields,
+        "limit_request_field_size": gunicorn_config.limit_request_field_size,
         "logger_class": gunicorn_config.RedactingLogger,
         "post_worker_init": gunicorn_config.post_worker_init,
         "pre_request": gunicorn_config.pre_request,

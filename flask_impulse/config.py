@@ -79,6 +79,32 @@ DEFAULTS: dict[str, Any] = {
     # compared. Unset, it is derived from the push secret, or random per process (refused
     # with Redis: every process sharing it must hash alike).
     "IMPULSE_TOKEN_HASH_KEY": None,
+    # -- subscriber security (SECURITY.md) --
+    # HMAC secret(s) for signed subscriber tokens (HS256, 32 bytes or more; a list allows
+    # rotation). Setting this or IMPULSE_JWT_PUBLIC_KEY turns on JWT mode.
+    "IMPULSE_JWT_SECRET": None,
+    # PEM public key(s), RSA (RS256) or EC P-256 (ES256): PEM text or a file path; several
+    # PEM blocks, or a list, allow rotation. Needs pip install flask-impulse[jwt].
+    "IMPULSE_JWT_PUBLIC_KEY": None,
+    # PEM private key (text or path) that impulse.issue_token() signs with (RS256/ES256).
+    "IMPULSE_JWT_PRIVATE_KEY": None,
+    # When set, tokens must carry this "aud" / "iss" claim.
+    "IMPULSE_JWT_AUDIENCE": None,
+    "IMPULSE_JWT_ISSUER": None,
+    # Seconds of clock skew allowed on exp, nbf and iat (a stream closes at exp + leeway).
+    "IMPULSE_JWT_LEEWAY": 30.0,
+    # JWT mode: channels (comma-separated patterns, "*" a wildcard) open without a token.
+    "IMPULSE_PUBLIC_CHANNELS": None,
+    # Cookie a subscriber token may come in, after ?token= and Authorization: Bearer; "" turns it off.
+    "IMPULSE_TOKEN_COOKIE": "impulse_token",
+    # Open streams per client address and per token (per subject in JWT mode), in each worker;
+    # 0: unlimited. Beyond them, 429 with Retry-After.
+    "IMPULSE_MAX_STREAMS_PER_IP": 256,
+    "IMPULSE_MAX_STREAMS_PER_TOKEN": 64,
+    # Longest query string, in bytes (414 JSON beyond it); gunicorn refuses request lines over 8190.
+    "IMPULSE_MAX_QUERY_LENGTH": 6144,
+    # Standalone service: proxies in front whose X-Forwarded-For names the client address.
+    "IMPULSE_TRUSTED_PROXIES": 0,
 }
 
 
@@ -163,3 +189,41 @@ def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """The subscriber-security settings (tokens, hooks' inputs, per-client quotas)."""
+
+    jwt_secret: tuple[str, ...]
+    jwt_public_key: tuple[str, ...]
+    jwt_private_key: str | None
+    jwt_audience: str | None
+    jwt_issuer: str | None
+    jwt_leeway: float
+    public_channels: tuple[str, ...]
+    token_cookie: str | None
+    max_streams_per_ip: int
+    max_streams_per_token: int
+    max_query_length: int
+    trusted_proxies: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SecuritySettings:
+        values = {f.name: config[f"IMPULSE_{f.name.upper()}"] for f in fields(cls)}
+        # Secrets and keys are taken whole when given as one string (a PEM holds newlines,
+        # a path may hold commas); a list allows rotation.
+        for name in ("jwt_secret", "jwt_public_key"):
+            value = values[name]
+            values[name] = _as_tuple([value] if isinstance(value, str) else value)
+        values["public_channels"] = _as_tuple(values["public_channels"])
+        values["token_cookie"] = values["token_cookie"] or None
+        settings = cls(**values)
+        if min(settings.max_streams_per_ip, settings.max_streams_per_token, settings.trusted_proxies) < 0:
+            raise ValueError(
+                "IMPULSE_MAX_STREAMS_PER_IP, IMPULSE_MAX_STREAMS_PER_TOKEN and IMPULSE_TRUSTED_PROXIES "
+                "must not be negative"
+            )
+        if settings.max_query_length < 1 or settings.jwt_leeway < 0:
+            raise ValueError("IMPULSE_MAX_QUERY_LENGTH must be positive and IMPULSE_JWT_LEEWAY not negative")
+        return settings

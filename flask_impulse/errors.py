@@ -4,6 +4,7 @@ ImpulseError
  +-- PushError (ValueError)        a push the broker refuses; carries the HTTP status
  |    +-- BackplaneUnavailable     the backplane cannot take the push now (503)
  |    +-- InvalidPayload           a payload that does not match its declared channel type (400)
+ |    +-- AccessDenied             a subscription or push refused by a check (401, 403, 429)
  +-- ConfigurationError (RuntimeError)
  +-- ServerClientError             a push over HTTP got a non-2xx answer
  +-- RealtimeClientError           a subscriber's stream failed for good, or missed messages
@@ -87,3 +88,36 @@ class RealtimeClientError(ImpulseError):
 class MissedMessages(RealtimeClientError):
     """The server could not replay every message since the last one received (its history
     no longer holds them): the subscriber should refetch the state it shows."""
+
+
+class AccessDenied(PushError):
+    """A subscription or push that a check refuses.
+
+    Raise it in an ``@impulse.authorize`` or ``@impulse.authorize_push`` hook to deny with a
+    reason: the client is told which check failed, and the reason only in debug mode.
+    ``check`` and ``channel`` join ``error`` in the JSON answer.
+    """
+
+    status = 403
+
+    def __init__(
+        self,
+        reason: str | None = None,
+        *,
+        error: str = "Forbidden",
+        check: str | None = None,
+        channel: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(error, reason, status=status, headers=headers)
+        self.check = check
+        self.channel = channel
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        if self.check is not None:
+            body["check"] = self.check
+        if self.channel is not None:
+            body["channel"] = self.channel
+        return body

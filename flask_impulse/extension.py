@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, has_app_context
-from flask_cors.core import get_cors_options
 
+from .access import Gatekeeper, PublishHook, SubscribeHook
 from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
-from .config import DEFAULTS, Settings
+from .config import DEFAULTS, SecuritySettings, Settings
+from .cors import cors_options
 from .errors import ConfigurationError
 from .ratelimit import PushRateLimiter
+from .tokens import issue_token
 from .validation import check_name, parse_tokens, parse_topic
 
 EXTENSION_KEY = "impulse"
 
 T = TypeVar("T")
 P = ParamSpec("P")
+Hook = TypeVar("Hook", SubscribeHook, PublishHook)
 
 
 @dataclass
@@ -31,6 +34,7 @@ class ImpulseState:
     settings: Settings
     broker: Broker
     cors_options: Any = field(repr=False)
+    gatekeeper: Gatekeeper = field(repr=False)
     #: The declared channels of the extension (shared with it), by name.
     channels: Mapping[str, Channel[Any]] = field(default_factory=dict)
     push_rate_limiter: PushRateLimiter | None = None
@@ -58,6 +62,8 @@ class Impulse:
         from .views import create_blueprint
 
         self.blueprint: Blueprint = create_blueprint()
+        self._subscribe_hooks: list[SubscribeHook] = []
+        self._publish_hooks: list[PublishHook] = []
         # The state of the app this extension was last set up on, for push() from greenlets
         # that run outside any app context. With several apps, push() needs an app context.
         self._apps: list[ImpulseState] = []
@@ -84,22 +90,16 @@ class Impulse:
             drain_window=settings.drain_window,
             retry_ms=settings.retry_ms,
         )
-
-        cors_options = get_cors_options(
-            app,
-            {
-                "origins": list(settings.cors_origins),
-                "supports_credentials": settings.cors_credentials,
-                # The reference answers "*" to every origin; reflecting the origin is only
-                # needed (and only allowed) with credentials.
-                "send_wildcard": settings.cors_origins == ("*",) and not settings.cors_credentials,
-                "allow_headers": ["Authorization", "Content-Type", "Last-Event-ID"],
-                "methods": ["GET", "POST", "OPTIONS"],
-                "vary_header": True,
-            },
+        gatekeeper = Gatekeeper(
+            SecuritySettings.from_config(app.config),
+            max_token_length=settings.max_token_length,
+            token_key=broker.audience_key,
+            subscribe_hooks=self._subscribe_hooks,
+            publish_hooks=self._publish_hooks,
         )
+        cors = cors_options(self.blueprint, settings.cors_origins, settings.cors_credentials)
         limiter = PushRateLimiter(settings.push_rate_limit) if settings.push_rate_limit else None
-        state = ImpulseState(settings, broker, cors_options, self.channels, limiter)
+        state = ImpulseState(settings, broker, cors, gatekeeper, self.channels, limiter)
         if settings.validate_payloads:
             for declared in self.channels.values():
                 declared.prepare_validation()
@@ -142,6 +142,53 @@ class Impulse:
             declared.prepare_validation()
         self.channels[declared.name] = declared
         return known or declared
+
+    # -- access ----------------------------------------------------------------------------
+    def authorize(self, hook: SubscribeHook) -> SubscribeHook:
+        """Decorate a function that decides whether a stream may open, asked once per channel
+        with a ``SubscribeRequest``. It allows by returning ``True``; returning anything else
+        or raising ``AccessDenied(reason)`` answers 403. Every hook must allow."""
+        return self._register(self._subscribe_hooks, hook)
+
+    def authorize_push(self, hook: PublishHook) -> PublishHook:
+        """Like :meth:`authorize`, for each push of an HTTP push request (``PublishRequest``),
+        after the push secret is checked. In-process :meth:`push` is not asked."""
+        return self._register(self._publish_hooks, hook)
+
+    @staticmethod
+    def _register(hooks: list[Hook], hook: Hook) -> Hook:
+        if not callable(hook):
+            raise TypeError("an authorize hook must be a function taking one request argument")
+        hooks.append(hook)
+        return hook
+
+    def issue_token(
+        self,
+        subject: str,
+        channels: Sequence[str],
+        topics: Sequence[str] | None = None,
+        ttl: float = 3600,
+        **claims: Any,
+    ) -> str:
+        """A signed subscriber token for ``subject``: it may subscribe to ``channels`` (``*``
+        wildcards, e.g. ``chat:*``) and, when given, only with one of ``topics``; it expires
+        after ``ttl`` seconds, and streams opened with it close then. Pushes reach its holder
+        when they name ``subject`` in ``audience.tokens``."""
+        gatekeeper = self.state.gatekeeper
+        keys, settings = gatekeeper.keys, gatekeeper.settings
+        if keys.signing_key is None or keys.signing_algorithm is None:
+            raise ConfigurationError("issue_token() needs IMPULSE_JWT_SECRET or IMPULSE_JWT_PRIVATE_KEY")
+        return issue_token(
+            subject,
+            key=keys.signing_key,
+            algorithm=keys.signing_algorithm,
+            channels=channels,
+            topics=topics,
+            ttl=ttl,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            claims=claims,
+        )
 
     # -- publishing ------------------------------------------------------------------------
     @overload

@@ -3,7 +3,8 @@
 What they fix in gunicorn's defaults, for long-lived streams:
 
 - gevent workers, with ``worker_connections`` raised from 1,000 (which silently caps streams);
-- access logs that never show the ``token`` query parameter;
+- access and error logs that never show a token or secret (query, ``Authorization``, cookies);
+- request-size limits set explicitly, and answered in JSON by the worker (``gunicorn_worker``);
 - on a worker's exit (SIGTERM, SIGINT, SIGQUIT, a restart by SIGHUP or ``max_requests``),
   every stream is ended within ``IMPULSE_DRAIN_WINDOW`` seconds with a ``retry:`` hint,
   instead of being held until ``graceful_timeout`` or cut all at once.
@@ -12,43 +13,51 @@ What they fix in gunicorn's defaults, for long-lived streams:
 from __future__ import annotations
 
 import functools
-import re
 import signal
 from typing import Any
 
 import gevent
-from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger, SafeAtoms
 
 from .broker import live_brokers
+from .redaction import REDACTED, SECRET_ATOMS, RedactingFilter, redact
 
-worker_class = "gevent"
+# gunicorn's gevent worker, answering malformed and oversized requests in JSON.
+worker_class = "flask_impulse.gunicorn_worker.ImpulseGeventWorker"
 worker_connections = 20_100
 # gevent workers notify the arbiter from their own loop, so streams never trip this.
 timeout = 30
 graceful_timeout = 5
 keepalive = 75
 control_socket_disable = True
-# Room for a token of IMPULSE_MAX_TOKEN_LENGTH in the query, so that the app, not gunicorn,
-# judges it and answers JSON. 8190 is gunicorn's ceiling.
+# Request-size limits: gunicorn's defaults, but for the request line, raised to gunicorn's
+# ceiling so that a token of IMPULSE_MAX_TOKEN_LENGTH fits and the app's own
+# IMPULSE_MAX_QUERY_LENGTH answers first, in JSON.
 limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
 
-_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&])(?:token|access_token|jwt)=)[^&\s]*")
 
+class RedactedAtoms(SafeAtoms):  # type: ignore[misc]
+    """Access-log atoms, redacted as the log format reads them: credentials whole, tokens in
+    query strings, referers and raw URIs by value."""
 
-def redact(text: str) -> str:
-    """``text`` with the values of token-bearing query parameters replaced."""
-    return _SECRET_QUERY.sub(r"\1[redacted]", text)
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if key.lower() in SECRET_ATOMS and value not in ("-", ""):
+            return REDACTED
+        return redact(value) if isinstance(value, str) else value
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]
-    """gunicorn's logger, with tokens taken out of the request line and query string."""
+    """gunicorn's logger, with tokens and secrets taken out of every access and error line."""
 
-    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
-        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
-        for name in ("r", "q"):
-            if isinstance(atoms.get(name), str):
-                atoms[name] = redact(atoms[name])
-        return atoms
+    atoms_wrapper_class = RedactedAtoms
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if not any(isinstance(existing, RedactingFilter) for existing in self.error_log.filters):
+            self.error_log.addFilter(RedactingFilter())
 
 
 logger_class = RedactingLogger

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import DEFAULTS
 from .errors import ConfigurationError
@@ -23,7 +24,11 @@ ENVIRONMENT_ALIASES = {
     "HEALTH_CHECK_ENDPOINT": "IMPULSE_HEALTH_PATH",
     "HEALTH_CHECK_TOKEN": "IMPULSE_HEALTH_TOKEN",
     "REDIS_URL": "IMPULSE_REDIS_URL",
+    "REALTIME_JWT_SECRET": "IMPULSE_JWT_SECRET",
+    "REALTIME_JWT_PUBLIC_KEY": "IMPULSE_JWT_PUBLIC_KEY",
 }
+#: Comma-separated lists of push secrets, valid alongside REALTIME_SECRET: for rotation.
+SECRET_LISTS = ("REALTIME_SECRETS", "IMPULSE_SECRETS")
 
 
 def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -36,6 +41,14 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
     for key, default in DEFAULTS.items():
         if key in environ:
             config[key] = _coerce(key, environ[key], default)
+    secrets = [config["IMPULSE_SECRET"]] if config.get("IMPULSE_SECRET") else []
+    for name in SECRET_LISTS:
+        secrets += [item.strip() for item in environ.get(name, "").split(",") if item.strip()]
+    if len(secrets) > 1:
+        # The first stays first: it is the one the token hash key is derived from.
+        config["IMPULSE_SECRET"] = list(dict.fromkeys(secrets))
+    elif secrets:
+        config["IMPULSE_SECRET"] = secrets[0]
     return config
 
 
@@ -68,6 +81,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         )
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint)
+    trusted_proxies = int(app.config["IMPULSE_TRUSTED_PROXIES"])
+    if trusted_proxies:
+        # The client address (per-IP quotas, access logs) from X-Forwarded-For, as far back
+        # as the trusted proxies vouch for it; the rest of that header is the client's word.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     return app

@@ -15,6 +15,7 @@ from flask_cors.core import set_cors_headers
 from werkzeug.exceptions import HTTPException
 
 from . import _json
+from .access import Admission
 from .auth import check_publisher
 from .broker import Connection, Draft
 from .broker.connection import abort_when_unacknowledged
@@ -39,6 +40,7 @@ def create_blueprint(name: str = "impulse") -> Blueprint:
     # Every method reaches the view, so that a 405 is our JSON and not Flask's HTML.
     blueprint.add_url_rule("/", "endpoint", endpoint, methods=_ALL_METHODS, strict_slashes=False)
     blueprint.add_url_rule("/<path:subpath>", "subpath", subpath, methods=_ALL_METHODS)
+    blueprint.before_request(_check_query_length)
     blueprint.after_request(_add_cors_headers)
     blueprint.register_error_handler(Exception, _json_error)
     return blueprint
@@ -56,6 +58,14 @@ def error_response(status: int, error: str, details: Any = None, headers: dict[s
     response.status_code = status
     if headers:
         response.headers.update(headers)
+    return response
+
+
+def refusal(exc: PushError) -> Response:
+    """The JSON answer to a refused request, with every field the refusal carries."""
+    response = jsonify(exc.to_json())
+    response.status_code = exc.status
+    response.headers.update(exc.headers)
     return response
 
 
@@ -108,15 +118,20 @@ def stream() -> Response:
         for channel in channels:
             check_name(channel, "channel", settings.max_channel_length)
         topic = _optional_query("topic", settings.max_topic_length)
-        token = _optional_query("token", settings.max_token_length)
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
         if last_event_id is not None and len(last_event_id) > 64:
             raise PushError("Invalid request", "Last-Event-ID is not an id this service issued")
         if state.broker.draining:
             return _come_back_later(settings.retry_ms)
-        connection = state.broker.open(channels, topic, token)
+        # Tokens, grants, quotas and hooks, for every channel, before anything is read.
+        admission = state.gatekeeper.admit(channels, topic, request)
     except PushError as exc:
-        return error_response(exc.status, exc.error, exc.details, exc.headers)
+        return refusal(exc)
+    try:
+        connection = state.broker.open(channels, topic, admission.audience)
+    except PushError as exc:
+        admission.release()
+        return refusal(exc)
 
     try:
         preamble = b"".join(encode_comment(f"Connected to channel: {channel}") for channel in channels)
@@ -131,21 +146,26 @@ def stream() -> Response:
             replay = resumed.messages
     except BaseException:
         state.broker.release(connection)
+        admission.release()
         raise
     client_socket = request.environ.get("gunicorn.socket")
     if client_socket is not None:
         connection.watch_hangup(client_socket)
         abort_when_unacknowledged(client_socket, settings.heartbeat_interval)
-    body = _stream_body(state, connection, preamble, replay)
+    admission.watch(connection)
+    body = _stream_body(state, connection, preamble, replay, admission)
     response = Response(body, status=200, headers=STREAM_HEADERS)
     return response
 
 
-def _stream_body(state: ImpulseState, connection: Connection, preamble: bytes, replay: list[Any]) -> Iterator[bytes]:
+def _stream_body(
+    state: ImpulseState, connection: Connection, preamble: bytes, replay: list[Any], admission: Admission
+) -> Iterator[bytes]:
     try:
         yield from connection.frames(preamble, replay, state.settings.heartbeat_interval)
     finally:
         state.broker.release(connection)
+        admission.release()
 
 
 def _come_back_later(retry_ms: int) -> Response:
@@ -176,6 +196,7 @@ def push() -> Response:
         parsed = parse_push_body(body, settings)
         if state.push_rate_limiter is not None:
             state.push_rate_limiter.charge(publisher, len(parsed) if isinstance(parsed, list) else 1)
+        state.gatekeeper.check_pushes(parsed if isinstance(parsed, list) else [parsed], request)
         _validate_payloads(state, parsed)
         broker = state.broker
         if isinstance(parsed, list):
@@ -186,7 +207,7 @@ def push() -> Response:
         one = broker.publish(_draft(state, parsed))
         return jsonify({"sent": one.sent, "id": one.id})
     except PushError as exc:
-        return error_response(exc.status, exc.error, exc.details, exc.headers)
+        return refusal(exc)
 
 
 def _validate_payloads(state: ImpulseState, parsed: PushRequest | list[PushRequest]) -> None:
@@ -251,6 +272,14 @@ def readiness(state: ImpulseState) -> Response:
 
 
 # -- every answer --------------------------------------------------------------------------
+def _check_query_length() -> Response | None:
+    """Our own limit, below gunicorn's 8190-byte request line, so that the answer is JSON."""
+    limit = _state().gatekeeper.settings.max_query_length
+    if len(request.query_string) > limit:
+        return error_response(414, "Query string too long", f"a query string may hold at most {limit} bytes")
+    return None
+
+
 def _add_cors_headers(response: Response) -> Response:
     options = _state().cors_options
     set_cors_headers(response, options)

@@ -1,0 +1,215 @@
+"""Who may subscribe to what, and who may push what: tokens, grants, hooks and quotas.
+
+Every check runs before a stream opens, once per channel of a multi-channel stream, so a
+refused request never sees a byte of a channel it may not read, replayed history included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from flask import Request, current_app
+
+from .broker import Connection
+from .config import SecuritySettings
+from .errors import AccessDenied
+from .quotas import StreamQuotas
+from .tokens import Grant, TokenKeys, TokenRejected, TokenVerifier, matches
+from .validation import MISSING, PushRequest, check_name
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """What an ``@impulse.authorize`` hook is asked about: one channel of a stream."""
+
+    channel: str
+    topic: str | None
+    #: The token as presented (``?token=``, ``Authorization: Bearer`` or the cookie), or None.
+    token: str | None
+    #: JWT mode: the verified ``sub`` claim and every claim; None otherwise.
+    subject: str | None
+    claims: Mapping[str, Any] | None
+    request: Request = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """What an ``@impulse.authorize_push`` hook is asked about: one push of an HTTP request."""
+
+    channel: str
+    topic: str | None
+    tokens: tuple[str, ...] | None
+    #: None when the push carries no payload key.
+    payload: Any
+    request: Request = field(repr=False)
+
+
+#: A hook allows by returning True; anything else, or raising ``AccessDenied``, denies.
+SubscribeHook = Callable[[SubscribeRequest], bool]
+PublishHook = Callable[[PublishRequest], bool]
+
+
+class Admission:
+    """A stream let in: whom it is for, until when, and the quota it holds until released."""
+
+    __slots__ = ("_release_quota", "_timer", "audience", "expires_at")
+
+    def __init__(self, audience: str | None, expires_at: float | None, release_quota: Callable[[], None]) -> None:
+        #: What the broker hashes into the connection's audience key: the token, or in JWT
+        #: mode the token's subject, so that pushes name subjects in audience.tokens.
+        self.audience = audience
+        self.expires_at = expires_at
+        self._release_quota = release_quota
+        self._timer: Any = None
+
+    def watch(self, connection: Connection) -> None:
+        """Close ``connection`` when its token expires: a libev timer, no greenlet per stream."""
+        if self.expires_at is None:
+            return
+        self._timer = gevent.get_hub().loop.timer(max(self.expires_at - time.time(), 0.0))
+        self._timer.start(connection.close, "token expired")
+
+    def release(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._release_quota()
+
+
+class Gatekeeper:
+    """The checks of one app, in order: token, grant, hooks, quotas."""
+
+    def __init__(
+        self,
+        settings: SecuritySettings,
+        *,
+        max_token_length: int,
+        token_key: Callable[[str], bytes],
+        subscribe_hooks: Sequence[SubscribeHook],
+        publish_hooks: Sequence[PublishHook],
+    ) -> None:
+        self.settings = settings
+        keys = TokenKeys.load(settings.jwt_secret, settings.jwt_public_key, settings.jwt_private_key)
+        self.keys = keys
+        self.verifier = (
+            TokenVerifier(
+                keys,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                leeway=settings.jwt_leeway,
+                max_length=max_token_length,
+            )
+            if keys
+            else None
+        )
+        self.max_token_length = max_token_length
+        self.quotas = StreamQuotas(settings.max_streams_per_ip, settings.max_streams_per_token)
+        self._token_key = token_key
+        # The extension's own lists: hooks decorated after init_app still apply.
+        self._subscribe_hooks = subscribe_hooks
+        self._publish_hooks = publish_hooks
+
+    @property
+    def jwt_mode(self) -> bool:
+        return self.verifier is not None
+
+    # -- subscribers ----------------------------------------------------------------------
+    def admit(self, channels: Sequence[str], topic: str | None, request: Request) -> Admission:
+        """Let a stream in, or raise ``AccessDenied`` (401, 403 or 429) naming the check."""
+        token = self.presented_token(request)
+        grant = self._verify(token) if self.verifier is not None and token is not None else None
+        for channel in channels:
+            if self.verifier is not None:
+                self._check_grant(grant, channel, topic)
+            self._run_subscribe_hooks(channel, topic, token, grant, request)
+        # JWT mode keys a stream by its token's subject (none without a token), else by the token.
+        audience = token if self.verifier is None else grant.subject if grant is not None else None
+        release = self.quotas.acquire(request.remote_addr, self._token_key(audience) if audience else None)
+        return Admission(audience, grant.expires_at if grant is not None else None, release)
+
+    def presented_token(self, request: Request) -> str | None:
+        """The subscriber's token: ``?token=`` (EventSource cannot set headers), else an
+        ``Authorization: Bearer`` header, else the token cookie."""
+        token = request.args.get("token") or None
+        if token is None:
+            scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                token = credentials.strip()
+        if token is None and self.settings.token_cookie:
+            token = request.cookies.get(self.settings.token_cookie) or None
+        if token is not None:
+            check_name(token, "token", self.max_token_length)
+        return token
+
+    def _verify(self, token: str) -> Grant:
+        assert self.verifier is not None
+        try:
+            return self.verifier.verify(token)
+        except TokenRejected as exc:
+            raise _denied(exc.error, exc.reason, check="token", status=401) from None
+
+    def _check_grant(self, grant: Grant | None, channel: str, topic: str | None) -> None:
+        if any(matches(pattern, channel) for pattern in self.settings.public_channels):
+            return
+        if grant is None:
+            raise _denied(
+                "Token required",
+                "this channel is not public: present a token (?token=, Authorization: Bearer, or the cookie)",
+                check="token",
+                channel=channel,
+                status=401,
+            )
+        if not grant.allows_channel(channel):
+            raise _denied("Forbidden", "the token's channels claim does not cover this channel", "channel", channel)
+        if not grant.allows_topic(topic):
+            raise _denied("Forbidden", "the token's topics claim does not cover this topic", "topic", channel)
+
+    def _run_subscribe_hooks(
+        self, channel: str, topic: str | None, token: str | None, grant: Grant | None, request: Request
+    ) -> None:
+        if not self._subscribe_hooks:
+            return
+        subscription = SubscribeRequest(
+            channel,
+            topic,
+            token,
+            grant.subject if grant is not None else None,
+            grant.claims if grant is not None else None,
+            request,
+        )
+        for hook in self._subscribe_hooks:
+            _ask(hook, subscription, "authorize", channel)
+
+    # -- publishers -------------------------------------------------------------------------
+    def check_pushes(self, pushes: Sequence[PushRequest], request: Request) -> None:
+        """Ask every ``authorize_push`` hook about every push of a request, before any is sent:
+        one refusal refuses the whole batch."""
+        if not self._publish_hooks:
+            return
+        for push in pushes:
+            publish = PublishRequest(
+                push.channel, push.topic, push.tokens, None if push.payload is MISSING else push.payload, request
+            )
+            for hook in self._publish_hooks:
+                _ask(hook, publish, "authorize_push", push.channel)
+
+
+def _ask(hook: Callable[[Any], bool], question: Any, kind: str, channel: str) -> None:
+    check = f"{kind}:{getattr(hook, '__name__', type(hook).__name__)}"
+    try:
+        answer = hook(question)
+    except AccessDenied as exc:
+        raise _denied(exc.error, exc.details or "the hook denied it", check, channel, exc.status) from None
+    if answer is not True:
+        raise _denied("Forbidden", f"the hook returned {type(answer).__name__}, not True", check, channel)
+
+
+def _denied(error: str, reason: str, check: str, channel: str | None = None, status: int = 403) -> AccessDenied:
+    """The refusal a client sees: which check failed, and why only in debug mode."""
+    headers = {"WWW-Authenticate": 'Bearer realm="impulse"'} if status == 401 else None
+    details = reason if current_app.debug else None
+    return AccessDenied(details, error=error, check=check, channel=channel, status=status, headers=headers)

@@ -16,12 +16,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, ImpulseError
 from .validation import check_name
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 ACCEPTED_ALGORITHMS = ("HS256", "RS256", "ES256")
 #: RFC 7518 section 3.2: an HS256 key must be at least as long as the hash.
@@ -66,6 +67,14 @@ class Grant:
         if topic is None or self.topics is None:
             return True
         return any(matches(pattern, topic) for pattern in self.topics)
+
+
+def _jwt() -> ModuleType:
+    """PyJWT, imported on first use: it imports ssl, which must stay out of a gunicorn master
+    so that gevent can patch it cleanly in the workers."""
+    import jwt
+
+    return jwt
 
 
 def matches(pattern: str, value: str) -> bool:
@@ -204,6 +213,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Grant:
         """The grant ``token`` carries, or ``TokenRejected``."""
+        jwt = _jwt()
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -216,9 +226,10 @@ class TokenVerifier:
         return self._grant(claims)
 
     def _decode(self, token: str, algorithm: str, keys: Sequence[Any]) -> dict[str, Any]:
+        jwt = _jwt()
         for key in keys:
             try:
-                return jwt.decode(
+                claims: dict[str, Any] = jwt.decode(
                     token,
                     key,
                     algorithms=[algorithm],
@@ -227,6 +238,7 @@ class TokenVerifier:
                     leeway=self.leeway,
                     options={"require": ["exp", "sub"]},
                 )
+                return claims
             except jwt.InvalidSignatureError:
                 continue  # rotation: the next key of this algorithm may be the one
             except jwt.ExpiredSignatureError:
@@ -312,4 +324,4 @@ def issue_token(
         payload["aud"] = audience
     if issuer is not None:
         payload["iss"] = issuer
-    return jwt.encode(payload, key, algorithm=algorithm)
+    return _jwt().encode(payload, key, algorithm=algorithm)  # type: ignore[no-any-return]

@@ -8,9 +8,31 @@ import requests
 
 from tests.support.browser import open_page  # noqa: F401 - a fixture, for every test module
 from tests.support.redis import RedisServer
-from tests.support.server import LiveServer
+from tests.support.secrets import PUSH_SECRET, leaks, secret_values
+from tests.support.server import LOG_DIR, LiveServer
 
-SECRET = "test-secret"
+SECRET = PUSH_SECRET
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start from no logs: the check at the end reads exactly this run's."""
+    for log in LOG_DIR.glob("*.log"):
+        log.unlink()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The last check of every run: no secret or token the suite used is in any server log.
+
+    It runs after every fixture is torn down, so every server has stopped and flushed.
+    """
+    found = leaks(sorted(LOG_DIR.glob("*.log")), secret_values())
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("SECRETS FOUND IN SERVER LOGS (tests/.logs):", red=True, bold=True)
+            for line in found:
+                reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @dataclass

@@ -26,11 +26,14 @@ class SSEStream:
         params: dict[str, Any] | list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 10,
+        source_address: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         path = parts.path or "/"
         query = urlencode(params or {}, doseq=True)
-        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+        # A loopback source other than 127.0.0.1 makes this client a different address.
+        source = (source_address, 0) if source_address else None
+        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout, source_address=source)
         target = f"{path}?{query}" if query else path
         request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n"
         for name, value in (headers or {}).items():
@@ -92,6 +95,15 @@ class SSEStream:
             out += rest[:size]
             self._raw = rest[size + 2 :]
         return out
+
+    def read_json(self, timeout: float = 10) -> Any:
+        """The JSON body of an answer that is not a stream (sized by Content-Length)."""
+        length = int(self.headers["content-length"])
+        deadline = time.monotonic() + timeout
+        body, self._leftover = self._leftover, b""
+        while len(body) < length:
+            body += self._recv(deadline)
+        return json.loads(body[:length])
 
     def read_body(self, timeout: float = 10) -> bytes:
         """Raw body bytes until the server ends the response (or the deadline)."""

@@ -179,7 +179,7 @@ class Gatekeeper:
             token,
             grant.subject if grant is not None else None,
             grant.claims if grant is not None else None,
-            request,
+            _unproxied(request),
         )
         for hook in self._subscribe_hooks:
             _ask(hook, subscription, "authorize", channel)
@@ -190,12 +190,19 @@ class Gatekeeper:
         one refusal refuses the whole batch."""
         if not self._publish_hooks:
             return
+        request = _unproxied(request)
         for push in pushes:
             publish = PublishRequest(
                 push.channel, push.topic, push.tokens, None if push.payload is MISSING else push.payload, request
             )
             for hook in self._publish_hooks:
                 _ask(hook, publish, "authorize_push", push.channel)
+
+
+def _unproxied(request: Request) -> Request:
+    """The request itself rather than Flask's context-local proxy: a hook may keep it."""
+    get_object = getattr(request, "_get_current_object", None)
+    return get_object() if get_object is not None else request
 
 
 def _ask(hook: Callable[[Any], bool], question: Any, kind: str, channel: str) -> None:

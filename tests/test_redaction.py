@@ -1,0 +1,104 @@
+"""What the logs may hold: redaction of tokens and secrets, the JSON worker's statuses, and
+the session's leak check itself (it must be able to fail)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from gunicorn.http import errors
+
+from flask_impulse.gunicorn_config import RedactedAtoms
+from flask_impulse.gunicorn_worker import error_status
+from flask_impulse.redaction import RedactingFilter, redact
+from tests.support import secrets
+from tests.support.secrets import leaks, make_token
+
+TOKEN = "s3cr3t-value"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"GET /?channel=a&token={TOKEN} HTTP/1.1",
+        f"GET /?token={TOKEN}&channel=a HTTP/1.1",
+        f"GET /?channel=a&to%6Ben={TOKEN} HTTP/1.1",
+        f"GET /?access_token={TOKEN}",
+        f"GET /?jwt={TOKEN}",
+        f"Cookie: theme=dark; impulse_token={TOKEN}",
+        f"No more data after: b'GET / HTTP/1.1\\r\\nCookie: sid={TOKEN}\\r\\n'",
+        f"b'GET / HTTP/1.1\\r\\nAuthorization: Bearer {TOKEN}\\r\\n'",
+        f"Authorization: Basic {TOKEN}",
+        f"raw_env: ['REALTIME_SECRET={TOKEN}']",
+        f"the token is eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.{TOKEN}",
+    ],
+)
+def test_token_values_are_redacted_wherever_they_appear(text: str) -> None:
+    cleaned = redact(text)
+    assert TOKEN not in cleaned
+    assert "[redacted]" in cleaned
+
+
+def test_everything_else_is_left_alone() -> None:
+    line = 'GET /?channel=chat%3Aroom&topic=r1&lastEventId=1-0 HTTP/1.1" 200'
+    assert redact(line) == line
+
+
+def test_access_atoms_hide_credentials_whole_and_tokens_by_value() -> None:
+    atoms = RedactedAtoms(
+        {
+            "{authorization}i": f"Bearer {TOKEN}",
+            "{cookie}i": f"a={TOKEN}",
+            "{http_authorization}e": f"Bearer {TOKEN}",
+            "{user-agent}i": "curl",
+            "q": f"channel=a&token={TOKEN}",
+            "f": f"https://app.example/?token={TOKEN}",
+        }
+    )
+    assert atoms["{Authorization}i"] == atoms["{cookie}i"] == atoms["{http_authorization}e"] == "[redacted]"
+    assert atoms["q"] == "channel=a&token=[redacted]"
+    assert TOKEN not in atoms["f"]
+    assert atoms["{user-agent}i"] == "curl"
+    assert atoms["{x-missing}i"] == "-"
+
+
+def test_error_log_filter_redacts_messages_and_tracebacks() -> None:
+    try:
+        raise ValueError(f"bad request /?token={TOKEN}")
+    except ValueError:
+        record = logging.LogRecord(
+            "gunicorn.error", logging.ERROR, __file__, 1, "Error handling %s", (f"/?token={TOKEN}",), sys.exc_info()
+        )
+    assert RedactingFilter().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert TOKEN not in formatted
+    assert "Traceback" in formatted
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (errors.LimitRequestLine(9000, 8190), 414),
+        (errors.LimitRequestHeaders("Request Header Fields Too Large"), 431),
+        (errors.InvalidHeader("X"), 400),
+        (errors.InvalidRequestLine("GET /?token=x"), 400),
+        (errors.InvalidResponseHeader("X"), 500),
+        (RuntimeError("app bug"), 500),
+    ],
+)
+def test_worker_answers_gunicorn_errors_with_gunicorns_status(exc: BaseException, status: int) -> None:
+    assert error_status(exc)[0] == status
+
+
+def test_leak_check_finds_a_token_planted_in_a_log(tmp_path: Path) -> None:
+    token = make_token("planted", ["x"])
+    clean, dirty = tmp_path / "clean.log", tmp_path / "dirty.log"
+    clean.write_text("GET /?token=[redacted]\n")
+    dirty.write_text(f"GET /?token={token}\n")
+    found = leaks([clean, dirty], secrets.secret_values())
+    assert found and all(line.startswith("dirty.log") for line in found)
+    # The signature alone, as in a token cut short, is found too.
+    dirty.write_text(f"... {token.rsplit('.', 1)[1]} ...\n")
+    assert leaks([dirty], secrets.secret_values())

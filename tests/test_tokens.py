@@ -109,6 +109,9 @@ def test_audience_and_issuer_are_required_when_configured() -> None:
     for claims in ({"aud": "other", "iss": "https://auth.example"}, {"aud": "realtime", "iss": "evil"}, {}):
         with pytest.raises(TokenRejected):
             checker.verify(make_token("u", ["x"], **claims))
+    # A token meant for some audience is not taken by a service that names none.
+    with pytest.raises(TokenRejected, match="aud"):
+        verifier().verify(make_token("u", ["x"], aud="realtime"))
 
 
 def test_issued_token_names_its_grant_and_expiry() -> None:

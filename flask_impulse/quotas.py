@@ -2,11 +2,14 @@
 
 Counts live in the worker process (gevent runs one greenlet at a time, so a check and its
 increment cannot interleave); with several workers, each enforces the quota on its own
-streams. Tokens are counted by their keyed hash, never by value.
+streams. Tokens are counted by their keyed hash, never by value. An IPv6 client is counted
+by its /64 network: one host usually holds a whole /64, and could otherwise take a new
+address for every stream.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,6 +38,7 @@ class StreamQuotas:
     def acquire(self, ip: str | None, token_key: bytes | None) -> Callable[[], None]:
         """Count one stream, or raise ``TooManyStreams``; the returned function gives the
         stream back, once, however often it is called."""
+        ip = client_key(ip) if ip else None
         if self.per_ip and ip and self._by_ip[ip] >= self.per_ip:
             raise TooManyStreams(
                 f"this address holds its limit of {self.per_ip} open streams (IMPULSE_MAX_STREAMS_PER_IP); "
@@ -67,6 +71,19 @@ class StreamQuotas:
                 _decrement(self._by_token, token_key)
 
         return release
+
+
+def client_key(address: str) -> str:
+    """What the per-address quota counts: an IPv4 address, or an IPv6 address's /64."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an IP (a unix socket's peer): counted as it is
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 def _decrement(counter: Counter[Key], key: Key) -> None:

@@ -280,3 +280,29 @@ def test_trusted_proxies_give_the_client_address_to_the_per_address_limit() -> N
     assert other.status_code == 200
     for response in (first, second, other):
         response.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", True),  # one /64: one client
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+        ("::ffff:192.0.2.1", "192.0.2.1", True),
+        ("192.0.2.1", "192.0.2.2", False),
+    ],
+)
+def test_per_address_quota_counts_an_ipv6_client_by_its_64(first: str, second: str, same: bool) -> None:
+    from flask_impulse.quotas import StreamQuotas, TooManyStreams
+
+    quotas = StreamQuotas(per_ip=1, per_token=0)
+    release = quotas.acquire(first, None)
+    if same:
+        with pytest.raises(TooManyStreams):
+            quotas.acquire(second, None)
+    else:
+        quotas.acquire(second, None)
+    release()
+    release()  # giving a stream back twice gives back one
+    quotas.acquire(first, None)
+    with pytest.raises(TooManyStreams):
+        quotas.acquire(first, None)

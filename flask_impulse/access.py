@@ -119,16 +119,25 @@ class Gatekeeper:
 
     # -- subscribers ----------------------------------------------------------------------
     def admit(self, channels: Sequence[str], topic: str | None, request: Request) -> Admission:
-        """Let a stream in, or raise ``AccessDenied`` (401, 403 or 429) naming the check."""
+        """Let a stream in, or raise ``AccessDenied`` (401, 403 or 429) naming the check.
+
+        The cheap checks come first: token and grant, then quotas, and the hooks (which may
+        ask a database) last, so that a flood past its quota costs the app nothing.
+        """
         token = self.presented_token(request)
         grant = self._verify(token) if self.verifier is not None and token is not None else None
-        for channel in channels:
-            if self.verifier is not None:
+        if self.verifier is not None:
+            for channel in channels:
                 self._check_grant(grant, channel, topic)
-            self._run_subscribe_hooks(channel, topic, token, grant, request)
         # JWT mode keys a stream by its token's subject (none without a token), else by the token.
         audience = token if self.verifier is None else grant.subject if grant is not None else None
         release = self.quotas.acquire(request.remote_addr, self._token_key(audience) if audience else None)
+        try:
+            for channel in channels:
+                self._run_subscribe_hooks(channel, topic, token, grant, request)
+        except BaseException:
+            release()
+            raise
         return Admission(audience, grant.expires_at if grant is not None else None, release)
 
     def presented_token(self, request: Request) -> str | None:

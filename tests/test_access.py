@@ -306,3 +306,22 @@ def test_per_address_quota_counts_an_ipv6_client_by_its_64(first: str, second: s
     quotas.acquire(first, None)
     with pytest.raises(TooManyStreams):
         quotas.acquire(first, None)
+
+
+def test_hooks_run_after_the_quota_and_a_denied_stream_gives_its_place_back() -> None:
+    app, impulse = make_app(IMPULSE_MAX_STREAMS_PER_IP=1)
+    asked: list[str] = []
+
+    @impulse.authorize
+    def only_open(subscription: SubscribeRequest) -> bool:
+        asked.append(subscription.channel)
+        return subscription.channel == "open"
+
+    client = app.test_client()
+    assert status_of(client, "channel=closed")[0] == 403
+    held = client.get("/rt/?channel=open")  # holds the address's one place (never iterated)
+    assert held.status_code == 200
+    status, body = status_of(client, "channel=open")
+    assert status == 429 and body is not None and body["check"] == "streams_per_ip"
+    assert asked == ["closed", "open"]  # the refused floods never reached the hook
+    held.close()

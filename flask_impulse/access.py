@@ -56,7 +56,7 @@ PublishHook = Callable[[PublishRequest], bool]
 class Admission:
     """A stream let in: whom it is for, until when, and the quota it holds until released."""
 
-    __slots__ = ("_release_quota", "_timer", "audience", "expires_at")
+    __slots__ = ("_connection", "_release_quota", "_timer", "audience", "expires_at")
 
     def __init__(self, audience: str | None, expires_at: float | None, release_quota: Callable[[], None]) -> None:
         #: What the broker hashes into the connection's audience key: the token, or in JWT
@@ -65,18 +65,32 @@ class Admission:
         self.expires_at = expires_at
         self._release_quota = release_quota
         self._timer: Any = None
+        self._connection: Connection | None = None
 
     def watch(self, connection: Connection) -> None:
         """Close ``connection`` when its token expires: a libev timer, no greenlet per stream."""
-        if self.expires_at is None:
+        if self.expires_at is not None:
+            self._connection = connection
+            self._expire_or_wait()
+
+    def _expire_or_wait(self) -> None:
+        # libev counts from its cached loop time, which may lag: a timer can fire a little
+        # before the wall clock reaches exp. It then waits out the rest, so that a stream is
+        # never closed while its token would still verify.
+        assert self.expires_at is not None and self._connection is not None
+        remaining = self.expires_at - time.time()
+        if remaining <= 0:
+            self._timer = None
+            self._connection.close("token expired")
             return
-        self._timer = gevent.get_hub().loop.timer(max(self.expires_at - time.time(), 0.0))
-        self._timer.start(connection.close, "token expired")
+        self._timer = gevent.get_hub().loop.timer(remaining + 0.001)
+        self._timer.start(self._expire_or_wait)
 
     def release(self) -> None:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        self._connection = None
         self._release_quota()
 
 

@@ -26,6 +26,7 @@ from tests.support.streams import SSEStream
 
 MAX_STREAMS_PER_IP = 6
 MAX_STREAMS_PER_TOKEN = 3
+PUSH_RATE_LIMIT = 100  # messages per second per push secret
 ALLOWED_ORIGIN = "https://app.example.com"
 # Every loopback address is this machine: each client of the suite takes its own.
 _addresses = (f"127.0.{high}.{low}" for high, low in itertools.product(range(1, 250), range(2, 250)))
@@ -69,6 +70,7 @@ def guarded() -> Iterator[Guarded]:
         "IMPULSE_PUBLIC_CHANNELS": "public:*",
         "IMPULSE_MAX_STREAMS_PER_IP": str(MAX_STREAMS_PER_IP),
         "IMPULSE_MAX_STREAMS_PER_TOKEN": str(MAX_STREAMS_PER_TOKEN),
+        "IMPULSE_PUSH_RATE_LIMIT": str(PUSH_RATE_LIMIT),
         "IMPULSE_QUEUE_MAX_BYTES": str(256 * 1024),
         "IMPULSE_HEARTBEAT_INTERVAL": "1",
         "HEALTH_CHECK_TOKEN": secrets.HEALTH_TOKEN,
@@ -498,6 +500,25 @@ def test_every_rotated_push_secret_is_accepted_and_nothing_else(guarded: Guarded
         assert answer.status_code == 403
         assert answer.json() == {"error": "Invalid token"}
     assert requests.post(guarded.base, json={"channel": channel}, timeout=10).status_code == 401
+
+
+def test_push_flood_past_the_rate_limit_is_429_and_other_publishers_go_on(guarded: Guarded) -> None:
+    flooder = secrets.ROTATING_PUSH_SECRETS[1]  # every other test pushes with the first secret
+    channel = unique("public:")
+    with guarded.stream({"channel": channel}) as stream:
+        # A batch of 1,000 messages costs 1,000: admitted, it leaves this secret 9 s in debt.
+        batch = [{"channel": channel, "payload": index} for index in range(10 * PUSH_RATE_LIMIT)]
+        assert guarded.push(batch, secret=flooder).json()["sent"] == 10 * PUSH_RATE_LIMIT
+        for _ in range(20):
+            answer = guarded.push({"channel": channel, "payload": "flood"}, secret=flooder)
+            assert answer.status_code == 429
+            assert answer.json()["error"] == "Too many requests"
+            assert int(answer.headers["Retry-After"]) >= 1
+        assert [m["payload"] for m in stream.messages(10 * PUSH_RATE_LIMIT)] == list(range(10 * PUSH_RATE_LIMIT))
+        # The other secret is its own publisher, and none of the refused pushes went out.
+        assert guarded.push({"channel": channel, "payload": "other publisher"}).json()["sent"] == 1
+        assert stream.messages(1)[0]["payload"] == "other publisher"
+        stream.assert_silent(0.3)
 
 
 # -- CORS -------------------------------------------------------------------------------------------------

@@ -121,7 +121,9 @@ class Gatekeeper:
             else None
         )
         self.max_token_length = max_token_length
-        self.quotas = StreamQuotas(settings.max_streams_per_ip, settings.max_streams_per_token)
+        self.quotas = StreamQuotas(
+            settings.max_streams_per_ip, settings.max_streams_per_token, exempt=settings.streams_per_ip_exempt
+        )
         self._token_key = token_key
         # The extension's own lists: hooks decorated after init_app still apply.
         self._subscribe_hooks = subscribe_hooks

@@ -101,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
     # 0: unlimited. Beyond them, 429 with Retry-After.
     "IMPULSE_MAX_STREAMS_PER_IP": 256,
     "IMPULSE_MAX_STREAMS_PER_TOKEN": 64,
+    # Networks (comma-separated) whose addresses the per-address limit does not count: this
+    # host and private networks, where proxies and load balancers speak for many clients.
+    "IMPULSE_STREAMS_PER_IP_EXEMPT": "127.0.0.1/32,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
     # Longest query string, in bytes (414 JSON beyond it); gunicorn refuses request lines over 8190.
     "IMPULSE_MAX_QUERY_LENGTH": 6144,
     # Standalone service: proxies in front whose X-Forwarded-For names the client address.
@@ -205,6 +208,7 @@ class SecuritySettings:
     token_cookie: str | None
     max_streams_per_ip: int
     max_streams_per_token: int
+    streams_per_ip_exempt: tuple[str, ...]
     max_query_length: int
     trusted_proxies: int
 
@@ -217,6 +221,7 @@ class SecuritySettings:
             value = values[name]
             values[name] = _as_tuple([value] if isinstance(value, str) else value)
         values["public_channels"] = _as_tuple(values["public_channels"])
+        values["streams_per_ip_exempt"] = _as_tuple(values["streams_per_ip_exempt"])
         values["token_cookie"] = values["token_cookie"] or None
         settings = cls(**values)
         if min(settings.max_streams_per_ip, settings.max_streams_per_token, settings.trusted_proxies) < 0:

@@ -4,17 +4,19 @@ Counts live in the worker process (gevent runs one greenlet at a time, so a chec
 increment cannot interleave); with several workers, each enforces the quota on its own
 streams. Tokens are counted by their keyed hash, never by value. An IPv6 client is counted
 by its /64 network: one host usually holds a whole /64, and could otherwise take a new
-address for every stream.
+address for every stream. Addresses in the exempt networks (by default this host and the
+private ranges, where proxies, load balancers and NATs speak for many clients) are not
+counted per address; their streams still count per token.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from .errors import AccessDenied
+from .errors import AccessDenied, ConfigurationError
 
 #: Seconds a refused client is asked to wait: its own streams must close first.
 RETRY_AFTER = "5"
@@ -29,17 +31,21 @@ class TooManyStreams(AccessDenied):
 class StreamQuotas:
     """Counts open streams per client address and per token key."""
 
-    def __init__(self, per_ip: int, per_token: int) -> None:
+    def __init__(self, per_ip: int, per_token: int, exempt: Iterable[str] = ()) -> None:
         self.per_ip = per_ip
         self.per_token = per_token
+        try:
+            self.exempt = tuple(ipaddress.ip_network(network, strict=False) for network in exempt)
+        except ValueError as exc:
+            raise ConfigurationError(f"IMPULSE_STREAMS_PER_IP_EXEMPT: {exc}") from None
         self._by_ip: Counter[str] = Counter()
         self._by_token: Counter[bytes] = Counter()
 
     def acquire(self, ip: str | None, token_key: bytes | None) -> Callable[[], None]:
         """Count one stream, or raise ``TooManyStreams``; the returned function gives the
         stream back, once, however often it is called."""
-        ip = client_key(ip) if ip else None
-        if self.per_ip and ip and self._by_ip[ip] >= self.per_ip:
+        ip = self._counted_address(ip)
+        if ip is not None and self._by_ip[ip] >= self.per_ip:
             raise TooManyStreams(
                 f"this address holds its limit of {self.per_ip} open streams (IMPULSE_MAX_STREAMS_PER_IP); "
                 "behind a proxy, set IMPULSE_TRUSTED_PROXIES so that clients are told apart",
@@ -54,7 +60,7 @@ class StreamQuotas:
                 check="streams_per_token",
                 headers={"Retry-After": RETRY_AFTER},
             )
-        if ip:
+        if ip is not None:
             self._by_ip[ip] += 1
         if token_key is not None:
             self._by_token[token_key] += 1
@@ -65,25 +71,29 @@ class StreamQuotas:
             if released:
                 return
             released = True
-            if ip:
+            if ip is not None:
                 _decrement(self._by_ip, ip)
             if token_key is not None:
                 _decrement(self._by_token, token_key)
 
         return release
 
-
-def client_key(address: str) -> str:
-    """What the per-address quota counts: an IPv4 address, or an IPv6 address's /64."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address  # not an IP (a unix socket's peer): counted as it is
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
-        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
-    return str(parsed)
+    def _counted_address(self, address: str | None) -> str | None:
+        """What the per-address quota counts ``address`` as (an IPv4 address, or an IPv6
+        address's /64), or None when it is not counted."""
+        if not address or not self.per_ip:
+            return None
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            return address  # not an IP (a unix socket's peer): counted as it is
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+            parsed = parsed.ipv4_mapped
+        if any(parsed in network for network in self.exempt):
+            return None
+        if isinstance(parsed, ipaddress.IPv6Address):
+            return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+        return str(parsed)
 
 
 def _decrement(counter: Counter[Key], key: Key) -> None:

@@ -309,7 +309,7 @@ def test_per_address_quota_counts_an_ipv6_client_by_its_64(first: str, second: s
 
 
 def test_hooks_run_after_the_quota_and_a_denied_stream_gives_its_place_back() -> None:
-    app, impulse = make_app(IMPULSE_MAX_STREAMS_PER_IP=1)
+    app, impulse = make_app(IMPULSE_MAX_STREAMS_PER_IP=1, IMPULSE_STREAMS_PER_IP_EXEMPT="")
     asked: list[str] = []
 
     @impulse.authorize
@@ -325,3 +325,25 @@ def test_hooks_run_after_the_quota_and_a_denied_stream_gives_its_place_back() ->
     assert status == 429 and body is not None and body["check"] == "streams_per_ip"
     assert asked == ["closed", "open"]  # the refused floods never reached the hook
     held.close()
+
+
+def test_this_host_and_private_networks_are_not_counted_per_address_by_default() -> None:
+    from flask_impulse.config import DEFAULTS
+    from flask_impulse.quotas import StreamQuotas, TooManyStreams
+
+    quotas = StreamQuotas(per_ip=1, per_token=1, exempt=DEFAULTS["IMPULSE_STREAMS_PER_IP_EXEMPT"].split(","))
+    for proxy in ("127.0.0.1", "::1", "10.1.2.3", "172.20.0.5", "192.168.1.1", "fd00::1", "::ffff:10.0.0.1"):
+        quotas.acquire(proxy, None)
+        quotas.acquire(proxy, None)  # a proxy speaks for many clients
+    quotas.acquire("198.51.100.1", None)
+    with pytest.raises(TooManyStreams):
+        quotas.acquire("198.51.100.1", None)
+    # A token is still counted, wherever it comes from.
+    quotas.acquire("10.0.0.1", b"token-key")
+    with pytest.raises(TooManyStreams):
+        quotas.acquire("10.0.0.2", b"token-key")
+
+
+def test_a_malformed_exempt_network_stops_the_app() -> None:
+    with pytest.raises(ConfigurationError, match="IMPULSE_STREAMS_PER_IP_EXEMPT"):
+        make_app(IMPULSE_STREAMS_PER_IP_EXEMPT="10.0.0.0/33")

@@ -68,6 +68,7 @@ def guarded() -> Iterator[Guarded]:
         "IMPULSE_JWT_PUBLIC_KEY": secrets.RSA_PUBLIC_PEM + secrets.EC_PUBLIC_PEM,
         "IMPULSE_JWT_LEEWAY": "0",
         "IMPULSE_PUBLIC_CHANNELS": "public:*",
+        # The suite's clients take loopback addresses other than 127.0.0.1 (exempt by default).
         "IMPULSE_MAX_STREAMS_PER_IP": str(MAX_STREAMS_PER_IP),
         "IMPULSE_MAX_STREAMS_PER_TOKEN": str(MAX_STREAMS_PER_TOKEN),
         "IMPULSE_PUSH_RATE_LIMIT": str(PUSH_RATE_LIMIT),

@@ -95,7 +95,7 @@ class Admission:
 
 
 class Gatekeeper:
-    """The checks of one app, in order: token, grant, hooks, quotas."""
+    """The checks of one app, in order: token, grant, quotas, hooks."""
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.support import secrets
+from tests.support.redis import RedisServer
 from tests.support.secrets import handmade_token, make_token, remember
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
@@ -605,3 +606,32 @@ def test_access_and_error_logs_hold_no_token_cookie_or_secret(guarded: Guarded) 
     assert any('auth="[redacted]"' in line for line in lines)
     assert any('cookie="[redacted]"' in line for line in lines)
     assert any("token=[redacted]" in line for line in lines)
+
+
+def test_redis_holds_neither_tokens_nor_subjects_in_clear(redis_server: RedisServer) -> None:
+    """JWT mode over the Redis backplane: what crosses Redis and stays in its history is keyed
+    hashes of subjects, never a token, a signature or a subject."""
+    env = {
+        "REALTIME_SECRET": secrets.ROTATING_PUSH_SECRETS[0],
+        "REALTIME_JWT_SECRET": secrets.JWT_SECRET,
+        "REDIS_URL": redis_server.url,
+        "IMPULSE_TOKEN_HASH_KEY": secrets.TOKEN_HASH_KEY,
+    }
+    subject, channel = unique("subject-"), unique("chat:")
+    token = make_token(subject, ["chat:*"])
+    with (
+        LiveServer("wsgi:app", env=env, name="security-redis") as server,
+        SSEStream(server.url + "/", {"channel": channel, "token": token}) as stream,
+    ):
+        body = {"channel": channel, "payload": "for one", "audience": {"tokens": [subject]}}
+        headers = {"Authorization": f"Bearer {secrets.ROTATING_PUSH_SECRETS[0]}"}
+        assert requests.post(server.url + "/", json=body, headers=headers, timeout=10).json()["sent"] == 1
+        assert stream.messages(1) == [{"channel": channel, "payload": "for one"}]
+    client = redis_server.client()
+    try:
+        stored = b"".join(client.dump(key) or b"" for key in client.keys("*"))
+    finally:
+        client.close()
+    assert b"for one" in stored  # the history is there, so the search below means something
+    for value in (token, token.rsplit(".", 1)[1], subject, secrets.JWT_SECRET, secrets.TOKEN_HASH_KEY):
+        assert value.encode() not in stored

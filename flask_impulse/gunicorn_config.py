@@ -20,7 +20,13 @@ import gevent
 from gunicorn.glogging import Logger, SafeAtoms
 
 from .broker import live_brokers
+from .broker.connection import allow_direct_writes
+from .metrics import forget_worker
 from .redaction import REDACTED, SECRET_ATOMS, RedactingFilter, redact
+
+# gevent records, for every greenlet, the stack and greenlet that spawned it (a debugging
+# aid). With a greenlet per stream that is several hundred bytes each, and slower spawns.
+gevent.config.track_greenlet_tree = False
 
 # gunicorn's gevent worker, answering malformed and oversized requests in JSON.
 worker_class = "flask_impulse.gunicorn_worker.ImpulseGeventWorker"
@@ -70,7 +76,23 @@ def post_worker_init(worker: Any) -> None:
     for signum in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, functools.partial(_leave_gracefully, worker))
         signal.siginterrupt(signum, False)
+    allow_direct_writes(frames_plain_http1(worker.cfg))
     gevent.spawn(_drain_on_exit, worker)
+
+
+def frames_plain_http1(cfg: Any) -> bool:
+    """Whether gunicorn frames every stream as plain HTTP/1.x (chunked for 1.1, raw for 1.0), so
+    that the event loop may write frames to a stream's socket itself. Not under TLS, HTTP/2
+    or the uwsgi protocol, where the socket carries another framing."""
+    return (
+        not cfg.is_ssl
+        and getattr(cfg, "protocol", "http") == "http"
+        and "h2" not in (getattr(cfg, "http_protocols", None) or ["h1"])
+    )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    forget_worker(worker.pid)
 
 
 def _leave_gracefully(worker: Any, signum: int, frame: Any) -> None:

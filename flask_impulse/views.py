@@ -3,10 +3,10 @@ registered under. Every answer that is not a stream is JSON, errors included."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,11 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from flask_cors.core import set_cors_headers
 from werkzeug.exceptions import HTTPException
 
-from . import _json
+from . import _json, metrics
 from .access import Admission
 from .auth import check_publisher
 from .broker import Connection, Draft
-from .broker.connection import abort_when_unacknowledged
+from .broker.connection import abort_when_unacknowledged, direct_writes_allowed
 from .errors import PushError
 from .extension import EXTENSION_KEY, ImpulseState
 from .readiness import check_delivery
@@ -89,6 +89,12 @@ def subpath(subpath: str) -> Response:
         if denied is not None:
             return denied
         return health(state) if path == state.settings.health_path else readiness(state)
+    if path == state.settings.metrics_path and request.method in ("GET", "HEAD"):
+        denied = _check_health_token(state)
+        if denied is not None:
+            return denied
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
     if subpath in BROWSER_CLIENT_FILES and request.method in ("GET", "HEAD"):
         return _browser_client(subpath)
     return error_response(404, "Not found")
@@ -152,20 +158,24 @@ def stream() -> Response:
     if client_socket is not None:
         connection.watch_hangup(client_socket)
         abort_when_unacknowledged(client_socket, settings.heartbeat_interval)
+        protocol = request.environ.get("SERVER_PROTOCOL")
+        if direct_writes_allowed() and request.method == "GET" and protocol in ("HTTP/1.1", "HTTP/1.0"):
+            connection.write_directly(client_socket, chunked=protocol == "HTTP/1.1")
     admission.watch(connection)
-    body = _stream_body(state, connection, preamble, replay, admission)
-    response = Response(body, status=200, headers=STREAM_HEADERS)
-    return response
+    body = connection.frames(
+        preamble,
+        replay,
+        settings.heartbeat_interval,
+        on_end=functools.partial(_end_stream, state, connection, admission),
+    )
+    # Passed through as it is: werkzeug's wrappers would add two generator levels, and a
+    # kilobyte of saved stack each, to every idle stream.
+    return Response(body, status=200, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
-def _stream_body(
-    state: ImpulseState, connection: Connection, preamble: bytes, replay: list[Any], admission: Admission
-) -> Iterator[bytes]:
-    try:
-        yield from connection.frames(preamble, replay, state.settings.heartbeat_interval)
-    finally:
-        state.broker.release(connection)
-        admission.release()
+def _end_stream(state: ImpulseState, connection: Connection, admission: Admission) -> None:
+    state.broker.release(connection)
+    admission.release()
 
 
 def _come_back_later(retry_ms: int) -> Response:

@@ -5,17 +5,55 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gevent
 from gevent.event import Event
 
+from .. import metrics
 from ..sse import HEARTBEAT, encode_retry
 from .message import Message, MessageKey
 
 #: Seconds a graceful end (a drain) gives a write in progress, and the final write, to finish.
 GRACEFUL_WRITE_TIMEOUT = 1.0
+
+_direct_writes = False
+
+
+def allow_direct_writes(allowed: bool) -> None:
+    """Let the event loop write to clients' sockets itself (see :meth:`Connection.write_directly`).
+
+    Only the server knows how it frames a response body; our gunicorn config turns this on
+    in each worker where gunicorn serves plain HTTP/1.x, whose framing is known.
+    """
+    global _direct_writes
+    _direct_writes = allowed
+
+
+def direct_writes_allowed() -> bool:
+    return _direct_writes
+
+
+_to_flush: list[Connection] = []
+
+
+def _schedule_flush(connection: Connection) -> None:
+    """Flush ``connection`` at the end of this turn of the event loop (one callback for all)."""
+    if not _to_flush:
+        gevent.get_hub().loop.run_callback(_flush_all)
+    _to_flush.append(connection)
+
+
+def _flush_all() -> None:
+    connections = _to_flush[:]
+    _to_flush.clear()
+    # The first connection scheduled in this turn holds its oldest message.
+    first = connections[0]._queue
+    oldest = first[0].published_at if first else None
+    for connection in connections:
+        connection._flush()
+    if oldest is not None and metrics.recorder.enabled:
+        metrics.recorder.written(oldest)
 
 
 class StalledWrite(ConnectionResetError):
@@ -47,23 +85,35 @@ def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
 class Connection:
     """A subscriber's stream.
 
-    Publishers call :meth:`offer` (through the broker's signal); it never blocks. The
-    stream's own greenlet runs :meth:`frames`, which waits for messages and hands them to the
-    server in one write per wake-up. The queue is bounded by count and by bytes: a client
-    that does not read is closed rather than allowed to hold memory.
+    Publishers call :meth:`offer` (through the broker); it never blocks. The stream's own
+    greenlet runs :meth:`frames`, which waits for messages and hands them to the server in
+    one write per wake-up. The queue is bounded by count and by bytes: a client that does
+    not read is closed rather than allowed to hold memory.
+
+    With :meth:`write_directly`, messages offered while the writer sleeps are sent from the
+    event loop at the end of its turn, without blocking and without waking the writer: no
+    greenlet switch and no pass through the WSGI server per message, and a burst goes out
+    in one ``send``. What the socket does not take goes to the writer, which sends it
+    before anything else.
     """
 
     __slots__ = (
         "__weakref__",
+        "_chunked",
         "_closing",
+        "_flush_scheduled",
         "_greenlet",
         "_hangup_watcher",
         "_max_bytes",
         "_max_messages",
         "_queue",
         "_queued_bytes",
+        "_raw_send",
         "_retry_ms",
+        "_send_now",
         "_skip_until",
+        "_socket",
+        "_unsent",
         "_wakeup",
         "_writing",
         "audience_key",
@@ -83,7 +133,9 @@ class Connection:
         self.channels = channels
         self.topic = topic
         self.audience_key = audience_key
-        self._queue: deque[Message] = deque()
+        # A list, not a deque: it is only appended to and emptied whole, and an empty deque
+        # costs a 600-byte block per idle stream.
+        self._queue: list[Message] = []
         self._queued_bytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -95,6 +147,14 @@ class Connection:
         self._hangup_watcher: object | None = None
         # During resume, live messages at or before the last replayed id are already sent.
         self._skip_until: MessageKey | None = None
+        # Direct writes: the client socket, its non-blocking send, set while the writer sleeps
+        # (_send_now), and the rest of a frame the socket did not take (_unsent).
+        self._socket: socket.socket | None = None
+        self._raw_send: Callable[[bytes], int] | None = None
+        self._send_now: Callable[[bytes], int] | None = None
+        self._chunked = False
+        self._unsent = b""
+        self._flush_scheduled = False
 
     # -- publisher side ---------------------------------------------------------------
     def offer(self, message: Message) -> bool:
@@ -107,11 +167,50 @@ class Connection:
             return False
         if len(self._queue) >= self._max_messages or self._queued_bytes + len(message.frame) > self._max_bytes:
             self.close("slow consumer: its queue is full")
+            metrics.recorder.dropped()
             return False
         self._queue.append(message)
         self._queued_bytes += len(message.frame)
-        self._wakeup.set()
+        if self._send_now is None:
+            self._wakeup.set()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            _schedule_flush(self)
         return True
+
+    def _flush(self) -> None:
+        """Send what was queued since the last turn of the event loop, without waking the writer.
+
+        Runs once per loop turn for every connection that got messages in it, after every
+        request that was ready in that turn was handled: a burst of pushes goes out in one
+        ``send`` per connection, and a lone push costs one ``send``, as in Node.
+        """
+        self._flush_scheduled = False
+        send, queue = self._send_now, self._queue
+        if send is None or self._closing is not None or self._skip_until is not None:
+            self._wakeup.set()  # the writer took over in the meantime: it writes the queue
+            return
+        if not queue:
+            return
+        if self._chunked:
+            data = queue[0].chunk if len(queue) == 1 else b"".join([message.chunk for message in queue])
+        else:
+            data = queue[0].frame if len(queue) == 1 else b"".join([message.frame for message in queue])
+        queue.clear()
+        self._queued_bytes = 0
+        try:
+            written = send(data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self.close("client disconnected")
+            return
+        if written < len(data):
+            # The client's socket buffer is full: the writer sends the rest, and what follows.
+            self._send_now = None
+            self._unsent = data[written:]
+            self._queued_bytes = len(self._unsent)
+            self._wakeup.set()
 
     def matches(self, message: Message) -> bool:
         """Whether this subscription would receive ``message`` (used to filter a replay)."""
@@ -138,10 +237,12 @@ class Connection:
             return
         self._closing = reason
         self._retry_ms = retry_ms
+        self._send_now = None
         self._wakeup.set()
         if retry_ms is None:
             self._queue.clear()
             self._queued_bytes = 0
+            self._unsent = b""
             self._cut_stalled_write()
         elif self._writing:
             gevent.spawn_later(GRACEFUL_WRITE_TIMEOUT, self._cut_stalled_write)
@@ -171,6 +272,17 @@ class Connection:
         return len(self._queue)
 
     # -- writer side ------------------------------------------------------------------
+    def write_directly(self, client: socket.socket, *, chunked: bool) -> None:
+        """Let the event loop send to ``client`` itself while the writer sleeps.
+
+        Only for a server that has sent the response head when the first frame is written,
+        and frames the body as ``chunked`` says (HTTP/1.1 chunked encoding, or raw bytes):
+        see :func:`allow_direct_writes`.
+        """
+        self._socket = client
+        self._raw_send = getattr(client, "_sock", client).send  # gevent's socket wraps a non-blocking one
+        self._chunked = chunked
+
     def watch_hangup(self, client: socket.socket) -> None:
         """Close as soon as the client hangs up, not at the next write.
 
@@ -195,48 +307,69 @@ class Connection:
         watcher.start(on_readable)
         self._hangup_watcher = watcher
 
-    def frames(self, preamble: bytes, replay: list[Message], heartbeat_interval: float) -> Iterator[bytes]:
+    def frames(
+        self,
+        preamble: bytes,
+        replay: list[Message],
+        heartbeat_interval: float,
+        on_end: Callable[[], None] | None = None,
+    ) -> Iterator[bytes]:
         """The stream body: preamble and replay, then live messages and heartbeats.
 
         Each ``yield`` is one socket write. A write that cannot finish within a heartbeat
         interval means the client is gone or not reading, so it is cut off: pywsgi and
         gunicorn see a disconnect only when a write fails, which is why the heartbeat is
-        also the dead-client detector.
+        also the dead-client detector. ``on_end`` runs when the stream ends, however.
+
+        One generator, not several nested: an idle stream's greenlet is parked inside it,
+        and each level of generators costs about a kilobyte of saved C stack per stream.
         """
         self._greenlet = gevent.getcurrent()
         try:
-            yield from self._frames(preamble, replay, heartbeat_interval)
+            first = preamble
+            if replay:
+                first += b"".join(message.frame for message in replay)
+                self._skip_until = replay[-1].key
+            yield from self._write(first, heartbeat_interval)
+            queue = self._queue
+            wakeup = self._wakeup
+            while True:
+                if not queue and not self._unsent and self._closing is None:
+                    wakeup.clear()
+                    if self._skip_until is None:
+                        self._send_now = self._raw_send
+                    try:
+                        woke = wakeup.wait(heartbeat_interval)
+                    finally:
+                        self._send_now = None
+                    if not woke:
+                        yield from self._write(HEARTBEAT, heartbeat_interval)
+                        continue
+                if self._unsent:
+                    graceful = self._closing is not None
+                    self._write_unsent(
+                        min(heartbeat_interval, GRACEFUL_WRITE_TIMEOUT) if graceful else heartbeat_interval
+                    )
+                batch = list(queue)
+                queue.clear()
+                self._queued_bytes = 0
+                if self._skip_until is not None:
+                    batch = self._drop_replayed(batch)
+                frames = b"".join([message.frame for message in batch])
+                if self._closing is not None:
+                    if self._retry_ms is not None:
+                        tail = frames + encode_retry(self._retry_ms)
+                        yield from self._write(tail, min(heartbeat_interval, GRACEFUL_WRITE_TIMEOUT))
+                    return
+                if frames:
+                    yield from self._write(frames, heartbeat_interval)
+                    if metrics.recorder.enabled:
+                        metrics.recorder.written(batch[0].published_at)
         finally:
             if self._hangup_watcher is not None:
                 self._hangup_watcher.stop()  # type: ignore[attr-defined]
-
-    def _frames(self, preamble: bytes, replay: list[Message], heartbeat_interval: float) -> Iterator[bytes]:
-        first = preamble
-        if replay:
-            first += b"".join(message.frame for message in replay)
-            self._skip_until = replay[-1].key
-        yield from self._write(first, heartbeat_interval)
-        queue = self._queue
-        wakeup = self._wakeup
-        while True:
-            if not queue and self._closing is None:
-                wakeup.clear()
-                if not wakeup.wait(heartbeat_interval):
-                    yield from self._write(HEARTBEAT, heartbeat_interval)
-                    continue
-            batch = list(queue)
-            queue.clear()
-            self._queued_bytes = 0
-            if self._skip_until is not None:
-                batch = self._drop_replayed(batch)
-            frames = b"".join([message.frame for message in batch])
-            if self._closing is not None:
-                if self._retry_ms is not None:
-                    tail = frames + encode_retry(self._retry_ms)
-                    yield from self._write(tail, min(heartbeat_interval, GRACEFUL_WRITE_TIMEOUT))
-                return
-            if frames:
-                yield from self._write(frames, heartbeat_interval)
+            if on_end is not None:
+                on_end()
 
     def _drop_replayed(self, batch: list[Message]) -> list[Message]:
         skip_until = self._skip_until
@@ -245,6 +378,20 @@ class Connection:
         if fresh:
             self._skip_until = None  # ids only increase: nothing later can be a duplicate
         return fresh
+
+    def _write_unsent(self, stall_after: float) -> None:
+        """Send the rest of a directly written frame: it is framed already, so it bypasses the server."""
+        data, self._unsent = self._unsent, b""
+        self._queued_bytes -= len(data)
+        assert self._socket is not None
+        self._writing = True
+        timer = gevent.Timeout(stall_after, StalledWrite("write stalled past the heartbeat interval"))
+        timer.start()
+        try:
+            self._socket.sendall(data)
+        finally:
+            timer.close()
+            self._writing = False
 
     def _write(self, data: bytes, stall_after: float) -> Iterator[bytes]:
         self._writing = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..sse import encode_message
 
@@ -18,6 +18,7 @@ class Message:
     ``frame`` holds the complete SSE bytes (``id:`` and ``data:`` lines). It is built once,
     when the message is created, and written unchanged to each matching connection.
     ``audience`` holds keyed hashes of the audience tokens, never the tokens themselves.
+    ``chunk`` is ``frame`` in HTTP/1.1 chunked framing, for connections written directly.
     """
 
     key: MessageKey
@@ -26,6 +27,10 @@ class Message:
     audience: frozenset[bytes] | None
     frame: bytes
     published_at: float
+    chunk: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chunk", b"%X\r\n%s\r\n" % (len(self.frame), self.frame))
 
     @property
     def id(self) -> str:

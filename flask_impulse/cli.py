@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "post_worker_init": gunicorn_config.post_worker_init,
         "pre_request": gunicorn_config.pre_request,
         "post_request": gunicorn_config.post_request,
+        "child_exit": gunicorn_config.child_exit,
         "when_ready": when_ready,
         "accesslog": "-",
         "loglevel": args.log_level,

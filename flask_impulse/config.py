@@ -62,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
     # Readiness check path (a push must come back through a real connection: 200 or 503).
     # Unset, it is the health path followed by "/ready".
     "IMPULSE_READY_PATH": None,
+    # Prometheus metrics path below the blueprint's prefix (pip install flask-impulse[metrics];
+    # the health token applies); unset, there are no metrics. Totals over workers need
+    # PROMETHEUS_MULTIPROC_DIR (docs/metrics.md).
+    "IMPULSE_METRICS_PATH": None,
     # CORS: "*" (the reference's default), or a comma-separated list / list of origins.
     "IMPULSE_CORS_ORIGINS": "*",
     "IMPULSE_CORS_CREDENTIALS": False,
@@ -136,6 +140,7 @@ class Settings:
     health_path: str
     health_token: str | None
     ready_path: str
+    metrics_path: str | None
     cors_origins: tuple[str, ...]
     cors_credentials: bool
     redis_url: str | None
@@ -158,6 +163,8 @@ class Settings:
         values["health_path"] = "/" + health_path.strip("/")
         ready_path = values["ready_path"] or values["health_path"] + "/ready"
         values["ready_path"] = "/" + ready_path.strip("/")
+        if values["metrics_path"]:
+            values["metrics_path"] = "/" + values["metrics_path"].strip("/")
         settings = cls(**values)
         settings._validate()
         return settings
@@ -175,6 +182,8 @@ class Settings:
             raise ValueError("IMPULSE_HEALTH_PATH and IMPULSE_READY_PATH must not be the stream endpoint itself")
         if self.ready_path == self.health_path:
             raise ValueError("IMPULSE_READY_PATH must differ from IMPULSE_HEALTH_PATH")
+        if self.metrics_path in ("/", self.health_path, self.ready_path):
+            raise ValueError("IMPULSE_METRICS_PATH must differ from the stream endpoint, health and readiness paths")
         if self.push_rate_limit < 0:
             raise ValueError("IMPULSE_PUSH_RATE_LIMIT must not be negative (0 turns it off)")
 

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, has_app_context
 
+from . import metrics
 from .access import Gatekeeper, PublishHook, SubscribeHook
 from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
@@ -80,6 +81,8 @@ class Impulse:
         for key, default in DEFAULTS.items():
             app.config.setdefault(key, self._options.get(key, default))
         settings = Settings.from_config(app.config)
+        if settings.metrics_path:
+            metrics.enable()
         token_hash_key = _token_hash_key(settings)  # checked before a backplane is built
         broker = Broker(
             self.create_backplane(settings),

@@ -20,7 +20,7 @@ from typing import Any, cast
 import blinker
 import gevent
 
-from .. import _json
+from .. import _json, metrics
 from ..errors import PushError
 from ..validation import MISSING
 from .backplane import Backplane, Draft, MemoryBackplane, Published
@@ -68,6 +68,7 @@ class Broker:
         self.connections: set[Connection] = set()
         self.started = time.time()
         self.draining = False
+        self._watched = False
         backplane.start(self.deliver)
         _live_brokers.add(self)
 
@@ -102,12 +103,19 @@ class Broker:
                 signal = self._channels[channel] = blinker.Signal(f"published on {channel}")
             signal.connect(connection.offer, weak=False)
         self.backplane.attach(connection)
+        recorder = metrics.recorder
+        if recorder.enabled:
+            recorder.opened()
+            if not self._watched:
+                self._watched = True
+                recorder.watch(self)
         return connection
 
     def release(self, connection: Connection) -> None:
         """Forget a connection; safe to call more than once."""
         if connection in self.connections:
             self.connections.discard(connection)
+            metrics.recorder.closed()
             for channel in connection.channels:
                 signal = self._channels.get(channel)
                 if signal is not None:
@@ -133,9 +141,11 @@ class Broker:
         return Draft(channel, data, topic, audience)
 
     def publish(self, draft: Draft) -> Published:
+        metrics.recorder.published()
         return self.backplane.publish(draft)
 
     def publish_many(self, drafts: list[Draft]) -> list[Published]:
+        metrics.recorder.published(len(drafts))
         return self.backplane.publish_many(drafts)
 
     def deliver(self, message: Message) -> int:
@@ -149,7 +159,9 @@ class Broker:
         # guards the loop against a receiver list that changes under it. Receivers are
         # connected with weak=False, so each is the bound offer() itself.
         offers = cast("tuple[Callable[[Message], bool], ...]", tuple(signal.receivers.values()))
-        return sum(offer(message) for offer in offers)
+        sent = sum(offer(message) for offer in offers)
+        metrics.recorder.delivered(sent)
+        return sent
 
     # -- shutdown ---------------------------------------------------------------------
     def drain(self) -> gevent.Greenlet:

@@ -1,0 +1,111 @@
+"""Prometheus metrics at IMPULSE_METRICS_PATH: off by default, counted per message, totalled over workers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import SECRET, Service
+from tests.support.server import LiveServer
+from tests.support.streams import ManyStreams, SSEStream
+
+
+def unique() -> str:
+    return f"metrics-{uuid.uuid4().hex[:8]}"
+
+
+def scrape(service: Service) -> dict[str, float]:
+    answer = requests.get(service.server.url + "/metrics", timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in answer.text.splitlines():
+        match = re.fullmatch(r"([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)", line)
+        if match:
+            samples[match[1]] = float(match[2])
+    return samples
+
+
+@pytest.fixture(scope="module")
+def with_metrics() -> Iterator[Service]:
+    env = {"REALTIME_SECRET": SECRET, "IMPULSE_METRICS_PATH": "/metrics"}
+    with LiveServer("wsgi:app", env=env, name="metrics") as server:
+        yield Service(server, server.url + "/", SECRET)
+
+
+def test_metrics_are_off_by_default(standalone: Service) -> None:
+    answer = requests.get(standalone.server.url + "/metrics", timeout=10)
+    assert answer.status_code == 404
+    assert answer.json() == {"error": "Not found"}
+
+
+def test_pushes_deliveries_connections_and_write_delays_are_counted(with_metrics: Service) -> None:
+    channel = unique()
+    before = scrape(with_metrics)
+    streams = [SSEStream(with_metrics.base, {"channel": channel}) for _ in range(3)]
+    try:
+        for stream in streams:
+            stream.assert_silent(0.1)
+        assert scrape(with_metrics)["impulse_connections"] == before["impulse_connections"] + 3
+        assert with_metrics.push({"channel": channel, "payload": 1}).json()["sent"] == 3
+        batch = [{"channel": channel, "payload": n} for n in range(3)]
+        assert with_metrics.push(batch).json()["sent"] == 9
+        for stream in streams:
+            assert [message["payload"] for message in stream.messages(4)] == [1, 0, 1, 2]
+        after = scrape(with_metrics)
+    finally:
+        for stream in streams:
+            stream.close()
+    assert after["impulse_pushes_total"] - before["impulse_pushes_total"] == 4
+    assert after["impulse_deliveries_total"] - before["impulse_deliveries_total"] == 12
+    assert after["impulse_write_delay_seconds_count"] > before["impulse_write_delay_seconds_count"]
+    assert after["impulse_slow_consumer_drops_total"] == before["impulse_slow_consumer_drops_total"]
+    for _ in range(100):  # the hang-up watcher notices each close; bounded wait
+        if scrape(with_metrics)["impulse_connections"] == before["impulse_connections"]:
+            break
+        SSEStream(with_metrics.base, {"channel": unique()}).close()
+    assert scrape(with_metrics)["impulse_connections"] == before["impulse_connections"]
+
+
+def test_two_workers_report_totals(tmp_path: Path) -> None:
+    env = {"REALTIME_SECRET": SECRET, "IMPULSE_METRICS_PATH": "/metrics", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with LiveServer("wsgi:app", env=env, workers=2, name="metrics-2w") as server:
+        service = Service(server, server.url + "/", SECRET)
+        channel = unique()
+        with ManyStreams(service.base, 40, {"channel": channel}) as streams:
+            streams.read_until(lambda buffers: all(b"Connected" in b for b in buffers.values()), 30)
+            per_worker = {service.health()["connections"] for _ in range(30)}
+            if per_worker == {40}:
+                pytest.skip("every stream landed on one worker: nothing to total")
+            # Without Redis a push reaches the streams of the worker that took it: the
+            # answers' "sent" add up to the deliveries of both workers.
+            sent = 0
+            for index in range(10):
+                answer = requests.post(
+                    service.base,
+                    json={"channel": channel, "payload": index},
+                    headers={"Authorization": f"Bearer {SECRET}", "Connection": "close"},
+                    timeout=10,
+                )
+                sent += answer.json()["sent"]
+            scrapes = [scrape(service) for _ in range(10)]
+    for samples in scrapes:
+        assert samples["impulse_connections"] == 40
+        assert samples["impulse_pushes_total"] == 10
+        assert samples["impulse_deliveries_total"] == sent
+
+
+def test_metrics_need_the_health_token_when_one_is_set() -> None:
+    env = {"REALTIME_SECRET": SECRET, "IMPULSE_METRICS_PATH": "/metrics", "IMPULSE_HEALTH_TOKEN": "probe-token"}
+    with LiveServer("wsgi:app", env=env, name="metrics-token") as server:
+        refused = requests.get(server.url + "/metrics", timeout=10)
+        assert refused.status_code == 401
+        assert refused.json()["error"] == "Health check token required"
+        allowed = requests.get(server.url + "/metrics", headers={"Authorization": "Bearer probe-token"}, timeout=10)
+        assert allowed.status_code == 200
+        assert "impulse_pushes_total" in allowed.text

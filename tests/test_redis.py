@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,34 +21,12 @@ from flask_impulse.broker.history import Replay
 from flask_impulse.broker.message import parse_id
 from flask_impulse.broker.redis import RedisBackplane
 from flask_impulse.errors import BackplaneUnavailable
-from tests.support.processes import streams_per_worker, worker_pids
+from tests.support.processes import all_connected, streams_on_every_worker, streams_per_worker, worker_pids
 from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LiveServer, free_port
 from tests.support.streams import ManyStreams, SSEStream
 
 SECRET = "redis-secret"
-
-
-def all_connected(buffers: dict[int, bytes]) -> bool:
-    return all(b": Connected to channel" in buffer for buffer in buffers.values())
-
-
-@contextmanager
-def streams_on_every_worker(
-    server: LiveServer, url: str, channel: str, batch: int = 100
-) -> Iterator[list[ManyStreams]]:
-    """Groups of ``batch`` streams, opened until every worker holds some (gunicorn hands each
-    connection to whichever worker accepts it first, so one group may land on one worker)."""
-    with ExitStack() as stack:
-        groups = []
-        for _ in range(10):
-            group = stack.enter_context(ManyStreams(url, batch, {"channel": channel}))
-            group.read_until(all_connected, timeout=30)
-            groups.append(group)
-            if all(count > 0 for count in streams_per_worker(server).values()):
-                break
-        assert all(count > 0 for count in streams_per_worker(server).values())
-        yield groups
 
 
 def read_all(groups: list[ManyStreams], needle: bytes, count: int = 1, timeout: float = 30) -> None:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
 import psutil
 
 from .server import LiveServer
+from .streams import ManyStreams
+
+
+def all_connected(buffers: dict[int, bytes]) -> bool:
+    return all(b"Connected" in buffer for buffer in buffers.values())
 
 
 def worker_pids(server: LiveServer) -> set[int]:
@@ -28,3 +36,21 @@ def kill_hard(server: LiveServer) -> None:
     for process in [*master.children(recursive=True), master]:
         process.kill()
     psutil.wait_procs([master], timeout=10)
+
+
+@contextmanager
+def streams_on_every_worker(
+    server: LiveServer, url: str, channel: str, batch: int = 100
+) -> Iterator[list[ManyStreams]]:
+    """Groups of ``batch`` streams, opened until every worker holds some (gunicorn hands each
+    connection to whichever worker accepts it first, so one group may land on one worker)."""
+    with ExitStack() as stack:
+        groups = []
+        for _ in range(10):
+            group = stack.enter_context(ManyStreams(url, batch, {"channel": channel}))
+            group.read_until(all_connected, timeout=30)
+            groups.append(group)
+            if all(count > 0 for count in streams_per_worker(server).values()):
+                break
+        assert all(count > 0 for count in streams_per_worker(server).values())
+        yield groups

@@ -33,10 +33,30 @@ def chat() -> Iterator[ChatExample]:
         yield server
 
 
-def open_chat(open_page: Callable[..., Page], chat: ChatExample, name: str) -> Page:
-    page = open_page(chat.url + "/", name=name)
+def open_chat(open_page: Callable[..., Page], chat: ChatExample, name: str, room: str | None = None) -> Page:
+    page = open_page(chat.url + (f"/?room={room}" if room else "/"), name=name)
     page.wait_for_attribute("#status", "data-state", "live")
     return page
+
+
+def post_in(page: Page, text: str, author: str | None = None) -> None:
+    if author is not None:
+        page.find("#author").send_keys(author)
+    page.find("#text").send_keys(text)
+    page.find("#send").click()
+
+
+def sign_in(page: Page, name: str) -> None:
+    page.find("#author").send_keys(name)
+    page.find("#signin").click()
+    page.wait_for_attribute("#inbox-status", "data-state", "live")
+
+
+def notify(page: Page, recipient: str, note: str) -> None:
+    page.find("#recipient").send_keys(recipient)
+    page.find("#note").send_keys(note)
+    page.find("#notify").click()
+    page.wait_for_text("#notify-feedback", "Notified 1 open page.")
 
 
 def test_message_posted_in_one_browser_appears_live_in_another(
@@ -94,6 +114,100 @@ def test_page_shows_why_a_message_was_refused(chat: ChatExample, open_page: Call
     page.wait_for_text("#feedback", "Not sent: author may hold at most 40 characters")
     assert page.find("#feedback").get_attribute("class") == "error"
     assert page.find_all("#messages .message") == []
+
+
+def test_message_posted_in_a_room_appears_in_that_room_only(chat: ChatExample, open_page: Callable[..., Page]) -> None:
+    lab_sender = open_chat(open_page, chat, "lab-sender", room="lab")
+    lab_reader = open_chat(open_page, chat, "lab-reader", room="lab")
+    elsewhere = open_chat(open_page, chat, "elsewhere", room="random")
+    assert lab_sender.find("#room").text == "#lab"
+
+    post_in(lab_sender, "only for the lab", author="Ada")
+    lab_reader.wait_for_text("#messages .text", "only for the lab")
+    lab_sender.wait_for_text("#feedback", "Delivered to 2 open pages.")
+
+    # The other room's stream works: its own later message arrives, and nothing before it.
+    post_in(elsewhere, "only for random", author="Bob")
+    elsewhere.wait_for_text("#messages .text", "only for random")
+    elsewhere.wait_for_text("#feedback", "Delivered to 1 open page.")
+    assert [element.text for element in elsewhere.find_all("#messages .text")] == ["only for random"]
+    assert [element.text for element in lab_reader.find_all("#messages .text")] == ["only for the lab"]
+
+
+def test_private_notification_appears_on_the_recipients_page_only(
+    chat: ChatExample, open_page: Callable[..., Page]
+) -> None:
+    ada = open_chat(open_page, chat, "ada")
+    bob = open_chat(open_page, chat, "bob")
+    sign_in(ada, "Ada")
+    sign_in(bob, "Bob")
+
+    notify(ada, "Bob", "psst, Bob <b>only</b>")
+    bob.wait_for_text("#notifications .note", "psst, Bob <b>only</b>")
+    # Ada's inbox works (Bob's answer arrives) and never held the note meant for Bob.
+    notify(bob, "ada", "got it")
+    ada.wait_for_text("#notifications .note", "got it")
+    assert [element.text for element in ada.find_all("#notifications .from")] == ["Bob"]
+    assert [element.text for element in ada.find_all("#notifications .note")] == ["got it"]
+    assert [element.text for element in bob.find_all("#notifications .note")] == ["psst, Bob <b>only</b>"]
+    assert bob.find_all("#notifications b") == []
+    assert ada.console_errors() == []
+    assert bob.console_errors() == []
+
+
+ROOM_RULE = "room must be 1 to 32 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+
+
+@pytest.mark.parametrize("room", ["", "General", "-lab", "a" * 33, "../admin", "lab\n", 7, None])
+def test_message_to_an_invalid_room_is_400_with_json_error(chat: ChatExample, room: object) -> None:
+    response = requests.post(chat.url + "/messages", json={"text": "hi", "room": room}, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": ROOM_RULE}
+
+
+def test_page_for_an_invalid_room_is_400_with_json_error(chat: ChatExample) -> None:
+    response = requests.get(chat.url + "/", params={"room": "<script>"}, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": ROOM_RULE}
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"[]", 'send a JSON object: {"name": "..."}'),
+        (b"{}", "name must be a string"),
+        (b'{"name": " "}', "name must not be empty"),
+        (b'{"name": "' + b"x" * 41 + b'"}', "name may hold at most 40 characters"),
+    ],
+)
+def test_invalid_session_is_400_with_json_error(chat: ChatExample, body: bytes, error: str) -> None:
+    response = requests.post(chat.url + "/session", data=body, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
+
+
+def test_notification_needs_a_session_a_valid_body_and_a_known_recipient(chat: ChatExample) -> None:
+    url = chat.url + "/notifications"
+    anonymous = requests.post(url, json={"to": "Ada", "text": "hi"}, timeout=10)
+    assert anonymous.status_code == 401
+    assert "error" in anonymous.json()
+    forged = requests.post(url, json={"to": "Ada", "text": "hi"}, headers={"Authorization": "Bearer guess"}, timeout=10)
+    assert forged.status_code == 401
+
+    token = requests.post(chat.url + "/session", json={"name": "Eve"}, timeout=10).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert requests.post(url, data=b"nope", headers=headers, timeout=10).json() == {
+        "error": 'send a JSON object: {"to": "...", "text": "..."}'
+    }
+    missing_text = requests.post(url, json={"to": "Eve"}, headers=headers, timeout=10)
+    assert (missing_text.status_code, missing_text.json()) == (400, {"error": "text must be a string"})
+    nobody = requests.post(url, json={"to": "Nobody", "text": "hi"}, headers=headers, timeout=10)
+    assert (nobody.status_code, nobody.json()) == (404, {"error": "Nobody has no open session"})
+    # A notification to oneself is sent, with no open page to receive it; no token is echoed back.
+    to_self = requests.post(url, json={"to": "eve", "text": "note to self"}, headers=headers, timeout=10)
+    assert to_self.status_code == 201
+    assert to_self.json()["sent"] == 0
+    assert token not in to_self.text
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-// The whole client: a plain EventSource for live messages, fetch() to post one.
-// User content is only ever set through textContent, never parsed as HTML.
+// The whole client: a plain EventSource for the room's messages, a second one for this user's
+// private notifications, and fetch() to post. User content is only ever set through
+// textContent, never parsed as HTML.
 "use strict";
 
 const root = document.getElementById("chat");
@@ -11,6 +12,7 @@ const form = document.getElementById("composer");
 const author = document.getElementById("author");
 const text = document.getElementById("text");
 const feedback = document.getElementById("feedback");
+const room = root.dataset.room;
 
 const STATES = {
   connecting: "Connecting…",
@@ -58,15 +60,19 @@ source.onmessage = (event) => {
 author.value = localStorage.getItem("chat-author") || "";
 author.addEventListener("change", () => localStorage.setItem("chat-author", author.value));
 
-async function send() {
-  const response = await fetch(root.dataset.postUrl, {
+async function postJSON(url, body, headers = {}) {
+  const response = await fetch(url, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ author: author.value, text: text.value }),
+    headers: { "Content-Type": "application/json", ...headers },
+    body: JSON.stringify(body),
   });
   const answer = await response.json();
   if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
   return answer;
+}
+
+function send() {
+  return postJSON(root.dataset.postUrl, { author: author.value, text: text.value, room });
 }
 
 form.addEventListener("submit", async (event) => {
@@ -90,5 +96,70 @@ text.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     form.requestSubmit();
+  }
+});
+
+// Private notifications. The session's token is this page's own: it subscribes with it and
+// proves who sends a notification, and it is kept in memory only, never in storage.
+const inboxStatus = document.getElementById("inbox-status");
+const signin = document.getElementById("signin");
+const notifications = document.getElementById("notifications");
+const notifier = document.getElementById("notifier");
+const recipient = document.getElementById("recipient");
+const note = document.getElementById("note");
+const notifyFeedback = document.getElementById("notify-feedback");
+let session = null;
+let inbox = null;
+
+function setInboxState(state, label) {
+  inboxStatus.dataset.state = state;
+  inboxStatus.textContent = label;
+}
+
+function showNotification(notification) {
+  const item = document.createElement("li");
+  item.className = "notification";
+  item.append(element("span", "from", notification.from), element("span", "note", notification.text));
+  notifications.append(item);
+}
+
+function report(node, error, message) {
+  node.className = error ? "error" : "";
+  node.textContent = message;
+}
+
+signin.addEventListener("click", async () => {
+  try {
+    session = await postJSON(root.dataset.sessionUrl, { name: author.value });
+  } catch (error) {
+    report(notifyFeedback, true, `Not signed in: ${error.message}`);
+    return;
+  }
+  if (inbox) inbox.close();
+  const url = new URL(root.dataset.notificationStreamUrl, location.href);
+  url.searchParams.set("token", session.token);
+  inbox = new EventSource(url);
+  inbox.onopen = () => setInboxState("live", `Signed in as ${session.name}`);
+  inbox.onerror = () => setInboxState("reconnecting", "Reconnecting…");
+  inbox.onmessage = (event) => {
+    const { channel: from, payload } = JSON.parse(event.data);
+    if (from === root.dataset.notificationChannel) showNotification(payload);
+  };
+  notifier.hidden = false;
+  report(notifyFeedback, false, "");
+});
+
+notifier.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const { sent } = await postJSON(
+      root.dataset.notifyUrl,
+      { to: recipient.value, text: note.value },
+      { Authorization: `Bearer ${session.token}` },
+    );
+    note.value = "";
+    report(notifyFeedback, false, `Notified ${sent} open ${sent === 1 ? "page" : "pages"}.`);
+  } catch (error) {
+    report(notifyFeedback, true, `Not sent: ${error.message}`);
   }
 });

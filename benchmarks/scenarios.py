@@ -173,21 +173,31 @@ def idle(factory: BrokerFactory, streams: int) -> Outcome:
     return outcome
 
 
+def subscribed_and_warm(
+    driver: Driver, outcome: Outcome, kind: str, subscribers: int, publishers: int, warmup: int
+) -> tuple[list[Stream], Callable[[int], bytes]]:
+    """``subscribers`` streams on a fresh channel, ``publishers`` push connections, and
+    ``warmup`` pushes delivered and checked before any timed window; returns the streams and
+    the body of the timed pushes, numbered after the warm-up."""
+    channel = channel_name(kind)
+    streams = driver.open_streams(subscribers, f"channel={channel}", timeout=120)
+    driver.open_publishers(publishers)
+    body = push_body(channel)
+    warm = driver.run(pushes=warmup, body=body, expect_frames=subscribers * warmup, timeout=60, linger=0.2)
+    check_run(warm, outcome, expect_sent=subscribers * warmup)
+    return streams, offset(body, warmup)
+
+
 # -- fan-out ------------------------------------------------------------------------------
 def fanout(factory: BrokerFactory, subscribers: int, pushes: int, warmup: int = 10) -> Outcome:
     """``pushes`` pushes in a burst to ``subscribers`` streams on one channel."""
     outcome = Outcome()
     with running(factory) as (server, driver):
-        channel = channel_name("fanout")
-        streams = driver.open_streams(subscribers, f"channel={channel}", timeout=120)
-        driver.open_publishers(PUBLISHERS)
-        body = push_body(channel)
-        warm = driver.run(pushes=warmup, body=body, expect_frames=subscribers * warmup, timeout=60, linger=0.2)
-        check_run(warm, outcome, expect_sent=subscribers * warmup)
+        streams, body = subscribed_and_warm(driver, outcome, "fanout", subscribers, PUBLISHERS, warmup)
         deliveries = subscribers * pushes
         result = driver.run(
             pushes=pushes,
-            body=offset(body, warmup),
+            body=body,
             expect_frames=deliveries,
             timeout=300,
             snapshot=window(server),
@@ -213,16 +223,11 @@ def latency(factory: BrokerFactory, subscribers: int, pushes: int, rate: float, 
     """Pushes paced at ``rate`` per second to ``subscribers`` streams: push→receive times."""
     outcome = Outcome()
     with running(factory, keep_times=True) as (server, driver):
-        channel = channel_name("latency")
-        streams = driver.open_streams(subscribers, f"channel={channel}", timeout=120)
-        driver.open_publishers(1)
-        body = push_body(channel)
-        warm = driver.run(pushes=warmup, body=body, expect_frames=subscribers * warmup, timeout=60, linger=0.2)
-        check_run(warm, outcome, expect_sent=subscribers * warmup)
+        streams, body = subscribed_and_warm(driver, outcome, "latency", subscribers, 1, warmup)
         deliveries = subscribers * pushes
         result = driver.run(
             pushes=pushes,
-            body=offset(body, warmup),
+            body=body,
             expect_frames=deliveries,
             timeout=pushes / rate + 120,
             rate=rate,

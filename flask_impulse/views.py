@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import logging
 import random
 import time
 from pathlib import Path
@@ -39,7 +38,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: (bad size, bad extension, missing terminator), and a close mid-body is an OSError
 #: (gunicorn's NoMoreData, or a reset socket).
 _BAD_BODY = (ParseException, OSError)
-log = logging.getLogger("flask_impulse.views")
 _ALL_METHODS = ["GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
 
 
@@ -260,7 +258,7 @@ def _read_body(limit: int) -> bytes:
     except _BAD_BODY as exc:
         # The client's mistake, not ours: no traceback. The exception's text may quote the
         # body's bytes, so only its kind is logged and answered.
-        log.info("Malformed request body from ip=%s: %s", request.remote_addr, type(exc).__name__)
+        current_app.logger.warning("Malformed request body from ip=%s: %s", request.remote_addr, type(exc).__name__)
         raise PushError("Malformed request body", f"the body's framing is invalid ({type(exc).__name__})") from None
     if len(body) > limit:
         raise PushError("Payload too large", f"the body may hold at most {limit} bytes", status=413)

@@ -140,8 +140,9 @@ def test_a_malformed_chunked_push_body_is_400_json(service: Service, body: bytes
     log = LogWindow(service.server)
     status, answer = raw_request(service.base, chunked_push_head(service), body, half_close=half_close)
     assert status == 400
-    assert json.loads(answer)["error"]
+    assert json.loads(answer)["error"] == "Malformed request body"
     log.assert_no_error()
+    assert "WARNING" in log.text() and "Malformed request body" in log.text()  # the client's mistake
     assert service.push({"channel": unique("after"), "payload": 1}).status_code == 200
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from flask_impulse.broker.message import format_id, parse_id
 from tests.conftest import SECRET, Service
 from tests.support.redis import RedisServer
 from tests.support.secrets import HOOK_TOKEN, remember
@@ -54,6 +55,16 @@ MALFORMED_IDS = [
     " 1-0",
     "+1-0",
 ]
+
+
+@pytest.mark.parametrize("value", [*MALFORMED_IDS, "1-0\n", "1-", "-0", "1-2-3", "1" * 17 + "-0", "\udcb2-0"])
+def test_only_ids_of_ascii_digits_parse(value: str) -> None:
+    assert parse_id(value) is None
+
+
+def test_the_ids_we_issue_parse_back() -> None:
+    for key in [(0, 0), (1764620000000, 7), (10**16 - 1, 10**16 - 1)]:
+        assert parse_id(format_id(key)) == key
 
 
 @pytest.mark.parametrize("last_event_id", MALFORMED_IDS)

@@ -86,7 +86,7 @@ def note_request_secrets(values: Iterable[str | None]) -> None:
     """Redact these values from the records logged while the current request is served
     (the audience tokens of a push, say)."""
     noted: set[str] = g.setdefault("_impulse_secrets", set())
-    noted.update(value for value in values if value)
+    noted.update(value for value in values if value and len(value) >= MIN_KNOWN_LENGTH)
 
 
 def _request_secrets() -> list[str]:

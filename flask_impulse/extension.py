@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, has_app_context
 
-from . import metrics
+from . import metrics, redaction
 from .access import Gatekeeper, PublishHook, SubscribeHook
 from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
@@ -81,6 +81,10 @@ class Impulse:
         for key, default in DEFAULTS.items():
             app.config.setdefault(key, self._options.get(key, default))
         settings = Settings.from_config(app.config)
+        security = SecuritySettings.from_config(app.config)
+        # Before anything can log: no record of this process may show a secret or a token.
+        redaction.install()
+        redaction.add_known_secrets(_secret_values(settings, security))
         if settings.metrics_path:
             metrics.enable()
         token_hash_key = _token_hash_key(settings)  # checked before a backplane is built
@@ -94,7 +98,7 @@ class Impulse:
             retry_ms=settings.retry_ms,
         )
         gatekeeper = Gatekeeper(
-            SecuritySettings.from_config(app.config),
+            security,
             max_token_length=settings.max_token_length,
             token_key=broker.audience_key,
             subscribe_hooks=self._subscribe_hooks,
@@ -247,6 +251,18 @@ def as_push(channel: str | Callable[..., Push[Any]], args: tuple[Any, ...], kwar
     if isinstance(channel, str):
         return Push(channel, *args, **kwargs)
     return channel(*args, **kwargs)
+
+
+def _secret_values(settings: Settings, security: SecuritySettings) -> list[str | None]:
+    """Every configured value that must never be logged; of a PEM key, its lines of key material."""
+    pem_lines = (security.jwt_private_key or "").splitlines()
+    return [
+        *settings.secrets,
+        settings.health_token,
+        settings.token_hash_key,
+        *security.jwt_secret,
+        *(line for line in pem_lines if not line.startswith("-----")),
+    ]
 
 
 def _token_hash_key(settings: Settings) -> bytes:

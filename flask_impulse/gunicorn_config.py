@@ -22,7 +22,10 @@ from gunicorn.glogging import Logger, SafeAtoms
 from .broker import live_brokers
 from .broker.connection import allow_direct_writes
 from .metrics import forget_worker
-from .redaction import REDACTED, SECRET_ATOMS, RedactingFilter, redact
+from .redaction import REDACTED, SECRET_ATOMS, RedactingFilter, install, redact
+
+# Every log record of the arbiter and its workers, whatever logger makes it, is redacted.
+install()
 
 # gevent records, for every greenlet, the stack and greenlet that spawned it (a debugging
 # aid). With a greenlet per stream that is several hundred bytes each, and slower spawns.

@@ -54,7 +54,7 @@ class ImpulseGeventWorker(GeventWorker):  # type: ignore[misc]
         request_start = datetime.now()
         addr = addr or ("", -1)  # a unix socket has no address
         status, reason = error_status(exc)
-        if status < 500:
+        if status != 500:  # every other status, 501 for an unknown transfer coding included, is the client's doing
             self.log.warning("Invalid request from ip=%s: %s (%s)", addr[0], reason, type(exc).__name__)
             if req is None:
                 req = getattr(exc, "req", None)  # a bad header: the request line is known, for the access log

@@ -17,6 +17,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+#: The keys a push object and its audience may hold. Anything else is refused rather than
+#: ignored: a misspelled ``audience`` or ``tokens`` would otherwise turn a private push into a
+#: broadcast. ``idempotencyKey`` names a push for deduplication (PROTOCOL.md, section 3).
+PUSH_KEYS = frozenset({"channel", "payload", "audience", "idempotencyKey"})
+AUDIENCE_KEYS = frozenset({"tokens", "topic"})
+
+
 class _Missing:
     """A push without a ``payload`` key: encoded without one, as the reference broker does."""
 
@@ -72,6 +79,7 @@ def parse_push_body(body: bytes, settings: Settings) -> list[PushRequest] | Push
 def parse_push_object(data: Any, settings: Settings) -> PushRequest:
     if not isinstance(data, dict):
         raise PushError("Invalid request body", "the body must be a JSON object (or an array of them)")
+    _check_keys(data, PUSH_KEYS, "the push object")
     channel = data.get("channel")
     if not isinstance(channel, str):
         raise PushError("Invalid request body", "channel must be a non-empty string")
@@ -81,6 +89,7 @@ def parse_push_object(data: Any, settings: Settings) -> PushRequest:
     audience = data["audience"]
     if not isinstance(audience, dict):
         raise PushError("Invalid request body", "audience must be an object")
+    _check_keys(audience, AUDIENCE_KEYS, "audience")
     # null is not "absent": the reference broker refuses it, and a null token list must never
     # widen a push to every subscriber of the channel.
     if "tokens" in audience and audience["tokens"] is None:
@@ -93,6 +102,16 @@ def parse_push_object(data: Any, settings: Settings) -> PushRequest:
         parse_tokens(audience.get("tokens"), settings),
         parse_topic(audience.get("topic"), settings),
     )
+
+
+def _check_keys(data: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(key for key in data if key not in allowed)
+    if unknown:
+        # Quoted short and few: the answer names the mistake without echoing a flood of keys.
+        shown = ", ".join(repr(key[:64]) for key in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise PushError(
+            "Invalid request body", f"unknown key {shown} in {where}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 def parse_topic(topic: Any, settings: Settings) -> str | None:

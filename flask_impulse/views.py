@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 from flask_cors.core import set_cors_headers
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 from . import _json, metrics
@@ -22,6 +23,7 @@ from .broker.connection import abort_when_unacknowledged, direct_writes_allowed
 from .errors import PushError
 from .extension import EXTENSION_KEY, ImpulseState
 from .readiness import check_delivery
+from .redaction import note_request_secrets
 from .sse import encode_comment, encode_event, encode_retry
 from .validation import PushRequest, check_name, parse_push_body
 
@@ -32,6 +34,10 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 STATIC_DIR = Path(__file__).parent / "static"
+#: Reading a body the client framed wrongly: gunicorn parses chunks as the view reads them
+#: (bad size, bad extension, missing terminator), and a close mid-body is an OSError
+#: (gunicorn's NoMoreData, or a reset socket).
+_BAD_BODY = (ParseException, OSError)
 _ALL_METHODS = ["GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
 
 
@@ -204,9 +210,12 @@ def push() -> Response:
             publisher = check_publisher(request.headers.get("Authorization"), settings.secrets)
         body = _read_body(settings.max_body_size)
         parsed = parse_push_body(body, settings)
+        batch = parsed if isinstance(parsed, list) else [parsed]
+        # A hook or the backplane may fail with audience tokens in the error's text.
+        note_request_secrets(token for item in batch for token in item.tokens or ())
         if state.push_rate_limiter is not None:
-            state.push_rate_limiter.charge(publisher, len(parsed) if isinstance(parsed, list) else 1)
-        state.gatekeeper.check_pushes(parsed if isinstance(parsed, list) else [parsed], request)
+            state.push_rate_limiter.charge(publisher, len(batch))
+        state.gatekeeper.check_pushes(batch, request)
         _validate_payloads(state, parsed)
         broker = state.broker
         if isinstance(parsed, list):
@@ -244,7 +253,13 @@ def _draft(state: ImpulseState, push_request: PushRequest) -> Draft:
 def _read_body(limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PushError("Payload too large", f"the body may hold at most {limit} bytes", status=413)
-    body = request.stream.read(limit + 1)
+    try:
+        body = request.stream.read(limit + 1)
+    except _BAD_BODY as exc:
+        # The client's mistake, not ours: no traceback. The exception's text may quote the
+        # body's bytes, so only its kind is logged and answered.
+        current_app.logger.warning("Malformed request body from ip=%s: %s", request.remote_addr, type(exc).__name__)
+        raise PushError("Malformed request body", f"the body's framing is invalid ({type(exc).__name__})") from None
     if len(body) > limit:
         raise PushError("Payload too large", f"the body may hold at most {limit} bytes", status=413)
     return body

@@ -9,13 +9,16 @@ gets its messages in push order, nothing can arrive for a scenario after its ``E
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flask_impulse.validation import PUSH_KEYS
 from tests.conftest import SECRET, Service
 from tests.support.official_client import ScenarioResult, Step, run_scenarios
 from tests.support.server import LiveServer
@@ -146,6 +149,8 @@ def build_scenarios(channels: dict[str, str]) -> dict[str, list[Step]]:
         # null is not absent (the reference refuses it too): never a broadcast to the whole channel.
         {"do": "push", "label": "null-tokens", "channel": c["errors"], "payload": 6, "audience": {"tokens": None}},
         {"do": "push", "label": "null-audience", "channel": c["errors"], "payload": 6, "audience": None},
+        # The strict schema: a misspelled key is refused, never a broadcast.
+        {"do": "push", "label": "misspelled-tokens", "channel": c["errors"], "payload": 6, "audience": {"Tokens": "a"}},
         {"do": "post", "label": "raw-no-token", "token": None, "body": {"channel": c["errors"], "payload": 7}},
         {"do": "post", "label": "raw-wrong-token", "token": "wrong", "body": {"channel": c["errors"], "payload": 8}},
         {"do": "post", "label": "raw-not-json", "raw": '{"channel": "' + c["errors"] + '", payload'},
@@ -351,6 +356,7 @@ def test_server_client_push_the_server_rejects_is_400(official: Run) -> None:
     assert scenario.step("empty-topic")["rejected"] == "HTTP 400: Invalid request body"
     assert scenario.step("null-tokens")["rejected"] == "HTTP 400: Invalid request body"
     assert scenario.step("null-audience")["rejected"] == "HTTP 400: Invalid request body"
+    assert scenario.step("misspelled-tokens")["rejected"] == "HTTP 400: Invalid request body"
     assert scenario.step("raw-not-json")["status"] == 400
     assert scenario.step("raw-not-json")["body"] == {"error": "Invalid JSON body"}
     for label in ("raw-no-channel", "raw-bad-tokens", "raw-surrogate-channel", "raw-surrogate-token"):
@@ -358,6 +364,19 @@ def test_server_client_push_the_server_rejects_is_400(official: Run) -> None:
         assert step["status"] == 400
         assert step["body"]["error"] == "Invalid request body"
         assert isinstance(step["body"]["details"], str) and step["body"]["details"]
+
+
+def test_server_client_sends_only_keys_the_strict_schema_allows() -> None:
+    """createServerClient's push body, read from the installed package: every key it may send
+    is allowed, so the strict push schema refuses nothing the official client writes."""
+    source = (
+        Path(__file__).parent / "js/node_modules/@impulselab/realtime/dist/server/createServerClient.js"
+    ).read_text()
+    bodies = re.findall(r"JSON\.stringify\(\{([^}]*)\}\)", source)
+    assert bodies, "createServerClient no longer builds its body with JSON.stringify({...})"
+    keys = {key.strip().split(":")[0].strip() for body in bodies for key in body.split(",") if key.strip()}
+    assert keys == {"channel", "payload", "audience"}
+    assert keys <= PUSH_KEYS
 
 
 def test_rejected_pushes_reach_nobody_and_delivery_goes_on(official: Run) -> None:

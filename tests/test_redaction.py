@@ -3,16 +3,20 @@ the session's leak check itself (it must be able to fail)."""
 
 from __future__ import annotations
 
+import io
 import logging
+import secrets as random_secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from gunicorn.http import errors
 
 from flask_impulse.gunicorn_config import RedactedAtoms
 from flask_impulse.gunicorn_worker import error_status
-from flask_impulse.redaction import RedactingFilter, redact
+from flask_impulse.redaction import RedactingFilter, add_known_secrets, install, note_request_secrets, redact
 from tests.support import secrets
 from tests.support.secrets import leaks, make_token
 
@@ -84,6 +88,8 @@ def test_error_log_filter_redacts_messages_and_tracebacks() -> None:
         (errors.LimitRequestHeaders("Request Header Fields Too Large"), 431),
         (errors.InvalidHeader("X"), 400),
         (errors.InvalidRequestLine("GET /?token=x"), 400),
+        (errors.UnsupportedTransferCoding("xchunked"), 501),
+        (errors.InvalidChunkSize(b"-5"), 400),
         (errors.InvalidResponseHeader("X"), 500),
         (RuntimeError("app bug"), 500),
     ],
@@ -102,3 +108,47 @@ def test_leak_check_finds_a_token_planted_in_a_log(tmp_path: Path) -> None:
     # The signature alone, as in a token cut short, is found too.
     dirty.write_text(f"... {token.rsplit('.', 1)[1]} ...\n")
     assert leaks([dirty], secrets.secret_values())
+
+
+@pytest.fixture
+def app_log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger as an app's own: not gunicorn's, no filter of ours attached."""
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    logger = logging.getLogger(f"some.app.{random_secrets.token_hex(4)}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    yield logger, written
+    logger.removeHandler(handler)
+
+
+def test_every_record_of_any_logger_is_redacted_by_value_once_installed(
+    app_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, written = app_log
+    secret = f"configured-{random_secrets.token_hex(8)}"
+    install()
+    add_known_secrets([secret, "short"])
+    try:
+        raise LookupError(f"no user for {secret}")
+    except LookupError:
+        logger.exception("lookup of %r failed", secret)
+    text = written.getvalue()
+    assert secret not in text
+    assert "Traceback" in text and "[redacted]" in text
+
+
+def test_the_credentials_of_the_request_being_served_are_redacted(app_log: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, written = app_log
+    install()
+    query, bearer, cookie, audience = (f"{name}-{random_secrets.token_hex(8)}" for name in ("q", "b", "c", "a"))
+    app = Flask(__name__)
+    headers = {"Authorization": f"Bearer {bearer}", "Cookie": f"impulse_token={cookie}"}
+    with app.test_request_context(f"/?channel=x&token={query}", headers=headers):
+        note_request_secrets([audience])
+        logger.error("hook failed: %s %s %s %s", query, bearer, cookie, audience)
+    with app.test_request_context("/"):
+        logger.error("another request: %s", query)  # not this request's: left alone
+    text = written.getvalue()
+    assert not any(value in text.splitlines()[0] for value in (query, bearer, cookie, audience))
+    assert query in text.splitlines()[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -9,6 +10,10 @@ from ..sse import encode_message
 
 #: An id's sortable form: (milliseconds since the epoch, sequence within that millisecond).
 MessageKey = tuple[int, int]
+
+# ASCII digits only: str.isdigit() and int() also take "²", Arabic-Indic digits and "1_0",
+# none of which we issue, and some of which int() then refuses.
+_ID = re.compile(r"([0-9]{1,16})-([0-9]{1,16})", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +61,10 @@ def format_id(key: MessageKey) -> str:
 
 def parse_id(value: str) -> MessageKey | None:
     """The key of an id we issued, or None for anything else."""
-    milliseconds, sep, sequence = value.partition("-")
-    if not sep or not milliseconds.isdigit() or not sequence.isdigit():
+    match = _ID.fullmatch(value)
+    if match is None:
         return None
-    if len(milliseconds) > 16 or len(sequence) > 16:
-        return None
-    return int(milliseconds), int(sequence)
+    return int(match[1]), int(match[2])
 
 
 class IdClock:

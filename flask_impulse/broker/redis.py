@@ -343,8 +343,11 @@ class RedisBackplane(Backplane):
             log.warning("replay: Redis unavailable (%s); the stream opens with a gap event", exc)
             return Replay([], gap=True)
         epoch, (seconds, microseconds), last_id = results[:3]
-        cutoff = seconds * 1000 + microseconds // 1000 - self._history_ttl_ms
-        gap = epoch is None or after < _key(epoch)
+        now_ms = seconds * 1000 + microseconds // 1000
+        cutoff = now_ms - self._history_ttl_ms
+        # Newer than any id issued, as MemoryBackplane judges it: another service's, or forged.
+        future = after > max(_key(last_id) if last_id is not None else (0, 0), (now_ms, 0))
+        gap = future or epoch is None or after < _key(epoch)
         messages: list[Message] = []
         for index, channel in enumerate(channels):
             entries, evicted, exists = results[3 + 3 * index : 6 + 3 * index]

@@ -39,6 +39,8 @@ JWT_SECRET = _random("jwt-hmac", 64)
 FOREIGN_JWT_SECRET = _random("jwt-foreign", 64)
 #: A plain (unsigned) subscriber token, for the compatible mode.
 PLAIN_TOKEN = _random("plain-token")
+#: A subscriber token that tests/apps/hooked.py's hooks put in the text of the exceptions they raise.
+HOOK_TOKEN = _random("hook-token")
 
 
 def _pem_pair(private_key: Any) -> tuple[str, str]:
@@ -114,6 +116,7 @@ def secret_values() -> list[str]:
         JWT_SECRET,
         FOREIGN_JWT_SECRET,
         PLAIN_TOKEN,
+        HOOK_TOKEN,
     ]
     for pem in (RSA_PRIVATE_PEM, EC_PRIVATE_PEM, FOREIGN_RSA_PRIVATE_PEM):
         values.append(pem.splitlines()[1])  # the first line of key material

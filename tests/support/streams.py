@@ -38,7 +38,8 @@ class SSEStream:
         request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n"
         for name, value in (headers or {}).items():
             request += f"{name}: {value}\r\n"
-        self.sock.sendall((request + "\r\n").encode())
+        # A lone surrogate ("\udcb2") goes out as the raw byte it stands for, as a forged header would.
+        self.sock.sendall((request + "\r\n").encode("utf-8", "surrogateescape"))
         self.decoder = SSEDecoder()
         self._pending: list[ServerSentEvent] = []
         self._body = b""

@@ -121,8 +121,9 @@ class Impulse:
                 prefix=settings.redis_prefix,
                 sent_timeout=settings.redis_sent_timeout,
                 retry_ms=settings.retry_ms,
+                idempotency_ttl=settings.idempotency_ttl,
             )
-        return MemoryBackplane(settings.history_size, settings.history_ttl)
+        return MemoryBackplane(settings.history_size, settings.history_ttl, idempotency_ttl=settings.idempotency_ttl)
 
     # -- channels ----------------------------------------------------------------------------
     @overload

@@ -123,7 +123,12 @@ class Impulse:
                 retry_ms=settings.retry_ms,
                 idempotency_ttl=settings.idempotency_ttl,
             )
-        return MemoryBackplane(settings.history_size, settings.history_ttl, idempotency_ttl=settings.idempotency_ttl)
+        return MemoryBackplane(
+            settings.history_size,
+            settings.history_ttl,
+            idempotency_ttl=settings.idempotency_ttl,
+            idempotency_max_keys=settings.idempotency_max_keys,
+        )
 
     # -- channels ----------------------------------------------------------------------------
     @overload

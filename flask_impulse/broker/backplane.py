@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .history import MemoryHistory, Replay
-from .idempotency import IdempotencyStore
+from .idempotency import MAX_KEYS, IdempotencyStore
 from .message import IdClock, Message, MessageKey
 
 if TYPE_CHECKING:
@@ -79,10 +79,17 @@ class Backplane(ABC):
 class MemoryBackplane(Backplane):
     """One process: delivery is a direct call, so ``sent`` is exact."""
 
-    def __init__(self, history_size: int, history_ttl: float, *, idempotency_ttl: float = 600.0) -> None:
+    def __init__(
+        self,
+        history_size: int,
+        history_ttl: float,
+        *,
+        idempotency_ttl: float = 600.0,
+        idempotency_max_keys: int = MAX_KEYS,
+    ) -> None:
         self._clock = IdClock()
         self.history = MemoryHistory(history_size, history_ttl, started=self._clock.now())
-        self.idempotency = IdempotencyStore(idempotency_ttl) if idempotency_ttl > 0 else None
+        self.idempotency = IdempotencyStore(idempotency_ttl, idempotency_max_keys) if idempotency_ttl > 0 else None
 
     def publish(self, draft: Draft) -> Published:
         # Nothing in here yields to another greenlet, so a repeat of the key cannot slip in

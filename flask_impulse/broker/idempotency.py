@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .backplane import Published
 
-#: Keys one process remembers at most: about 200 bytes each, so some 20 MB when full.
-MAX_KEYS = 100_000
+#: Keys one process remembers at most, unless told otherwise (IMPULSE_IDEMPOTENCY_MAX_KEYS):
+#: about 360 bytes each with the hash and the id, so some 18 MB when full.
+MAX_KEYS = 50_000
 
 
 class IdempotencyStore:

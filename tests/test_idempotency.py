@@ -334,3 +334,15 @@ def test_server_client_gives_up_on_an_unreachable_service_within_its_deadline() 
         with pytest.raises(ServerClientError) as unreachable:
             client.push("x", 1)
         assert (unreachable.value.status, client.retries) == (0, 3)
+
+
+def test_a_cors_preflight_allows_the_idempotency_key_header(standalone: Service) -> None:
+    headers = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+    }
+    response = requests.options(standalone.base, headers=headers, timeout=5)
+    assert response.status_code == 204
+    allowed = {name.strip().lower() for name in response.headers["Access-Control-Allow-Headers"].split(",")}
+    assert "idempotency-key" in allowed

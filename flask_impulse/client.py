@@ -199,6 +199,8 @@ class ServerClient:
             retry_after = None
             try:
                 response = self._session.post(self.service_url, data=data, headers=headers, timeout=self.timeout)
+            except requests.exceptions.SSLError as exc:  # a certificate does not mend itself
+                raise ServerClientError(0, f"cannot reach {self.service_url}: {exc}") from exc
             except _RETRIED_ERRORS as exc:
                 failure = ServerClientError(0, f"cannot reach {self.service_url}: {exc}")
                 failure.__cause__ = exc
@@ -213,6 +215,7 @@ class ServerClient:
             if attempt >= self.max_attempts or time.monotonic() + delay - started > self.retry_deadline:
                 raise failure
             self.retries += 1
+            _LOG.info("push failed (%s); retry %d in %.2f s under the same idempotency key", failure, attempt, delay)
             time.sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:

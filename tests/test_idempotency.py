@@ -346,3 +346,11 @@ def test_a_cors_preflight_allows_the_idempotency_key_header(standalone: Service)
     assert response.status_code == 204
     allowed = {name.strip().lower() for name in response.headers["Access-Control-Allow-Headers"].split(",")}
     assert "idempotency-key" in allowed
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("idempotency_ttl", -1), ("idempotency_ttl", 0.0001), ("idempotency_max_keys", 0)]
+)
+def test_idempotency_settings_out_of_range_are_refused_at_start(key: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"IMPULSE_{key.upper()}"):
+        Impulse(Flask(__name__), **{key: value})

@@ -191,6 +191,7 @@ class RedisBackplane(Backplane):
         prefix: str = "impulse",
         sent_timeout: float = 0.5,
         retry_ms: int = 1000,
+        idempotency_ttl: float = 600.0,
     ) -> None:
         check_redis_url(url)
         self.url = url
@@ -199,6 +200,7 @@ class RedisBackplane(Backplane):
         self._history_ttl_ms = int(history_ttl * 1000)
         self._sent_timeout = sent_timeout
         self._retry_ms = retry_ms
+        self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
         self._client_instance: redis_py.Redis | None = None
         self._script: Any = None
         self._listener: Any = None  # gevent.Greenlet, once a local stream needs one

@@ -30,12 +30,17 @@ class Draft:
     data: bytes
     topic: str | None
     audience: frozenset[bytes] | None
+    #: keyed hash (16 bytes) of the publisher's idempotency key; never the key itself
+    idempotency: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Published:
     id: str
     sent: int
+    #: True: a push with the same idempotency key was accepted within the TTL; nothing was
+    #: delivered now, and id/sent are the first push's
+    duplicate: bool = False
 
 
 class Backplane(ABC):

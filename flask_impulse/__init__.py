@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .access import PublishRequest, SubscribeRequest
-    from .client import EventStream, RealtimeClient, ServerClient
+    from .client import EventStream, PushResult, RealtimeClient, ServerClient
     from .extension import Impulse
 
 
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
     # gunicorn master, so gevent can patch it cleanly in the workers. The extension imports
     # Flask and gevent, which a script or serverless function that only pushes or subscribes
     # does not need: ``from flask_impulse import ServerClient, Channel`` loads neither.
-    if name in ("EventStream", "RealtimeClient", "ServerClient"):
+    if name in ("EventStream", "PushResult", "RealtimeClient", "ServerClient"):
         from . import client
 
         return getattr(client, name)
@@ -61,6 +61,7 @@ __all__ = [
     "PublishRequest",
     "Push",
     "PushError",
+    "PushResult",
     "RealtimeClient",
     "RealtimeClientError",
     "ServerClient",

@@ -53,6 +53,8 @@ class Push(Generic[T]):
     payload: T
     tokens: Tokens = None
     topic: str | None = None
+    #: A repeat of this key within IMPULSE_IDEMPOTENCY_TTL delivers nothing (docs/reliability.md).
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,11 @@ class Channel(Generic[T]):
         self.payload_type: Any = payload_type
         self._decoder: Any = None
 
-    def __call__(self, payload: T, tokens: Tokens = None, topic: str | None = None) -> Push[T]:
+    def __call__(
+        self, payload: T, tokens: Tokens = None, topic: str | None = None, *, idempotency_key: str | None = None
+    ) -> Push[T]:
         """A :class:`Push` of ``payload`` on this channel (the signature every typed push has)."""
-        return Push(self.name, payload, tokens, topic)
+        return Push(self.name, payload, tokens, topic, idempotency_key)
 
     def __repr__(self) -> str:
         return f"Channel({self.name!r}, {_type_name(self.payload_type)})"

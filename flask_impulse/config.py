@@ -49,6 +49,12 @@ DEFAULTS: dict[str, Any] = {
     # this many seconds. 0 turns history off.
     "IMPULSE_HISTORY_SIZE": 1000,
     "IMPULSE_HISTORY_TTL": 3600.0,
+    # Seconds a push's idempotency key (Idempotency-Key header, "idempotencyKey" field) is
+    # remembered: a repeat within it delivers nothing and answers the first push's id. 0: off.
+    "IMPULSE_IDEMPOTENCY_TTL": 600.0,
+    # Without Redis, most keys one worker remembers (about 360 bytes each, 18 MB when full):
+    # beyond it the oldest is forgotten before its TTL ends (docs/reliability.md).
+    "IMPULSE_IDEMPOTENCY_MAX_KEYS": 50_000,
     # Seconds over which streams are ended on shutdown (SIGTERM, SIGINT, a worker restart),
     # spread out so reconnects do not stampede; each end carries a jittered "retry:" hint.
     "IMPULSE_DRAIN_WINDOW": 2.0,
@@ -135,6 +141,8 @@ class Settings:
     queue_max_bytes: int
     history_size: int
     history_ttl: float
+    idempotency_ttl: float
+    idempotency_max_keys: int
     drain_window: float
     push_rate_limit: float
     health_path: str
@@ -174,6 +182,10 @@ class Settings:
             raise ValueError("IMPULSE_HEARTBEAT_INTERVAL must be a positive number of seconds")
         if self.history_size < 0 or self.history_ttl < 0:
             raise ValueError("IMPULSE_HISTORY_SIZE and IMPULSE_HISTORY_TTL must not be negative")
+        if self.idempotency_ttl < 0:
+            raise ValueError("IMPULSE_IDEMPOTENCY_TTL must not be negative (0 turns deduplication off)")
+        if self.idempotency_max_keys < 1:
+            raise ValueError("IMPULSE_IDEMPOTENCY_MAX_KEYS must be positive")
         if self.queue_max_messages < 1 or self.queue_max_bytes < 1:
             raise ValueError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
         if self.redis_sent_timeout < 0:

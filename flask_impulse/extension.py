@@ -19,7 +19,7 @@ from .cors import cors_options
 from .errors import ConfigurationError
 from .ratelimit import PushRateLimiter
 from .tokens import issue_token
-from .validation import check_name, parse_tokens, parse_topic
+from .validation import check_idempotency_key, check_name, parse_tokens, parse_topic
 
 EXTENSION_KEY = "impulse"
 
@@ -121,8 +121,14 @@ class Impulse:
                 prefix=settings.redis_prefix,
                 sent_timeout=settings.redis_sent_timeout,
                 retry_ms=settings.retry_ms,
+                idempotency_ttl=settings.idempotency_ttl,
             )
-        return MemoryBackplane(settings.history_size, settings.history_ttl)
+        return MemoryBackplane(
+            settings.history_size,
+            settings.history_ttl,
+            idempotency_ttl=settings.idempotency_ttl,
+            idempotency_max_keys=settings.idempotency_max_keys,
+        )
 
     # -- channels ----------------------------------------------------------------------------
     @overload
@@ -195,7 +201,15 @@ class Impulse:
 
     # -- publishing ------------------------------------------------------------------------
     @overload
-    def push(self, channel: str, payload: Any, tokens: Tokens = None, topic: str | None = None) -> int: ...
+    def push(
+        self,
+        channel: str,
+        payload: Any,
+        tokens: Tokens = None,
+        topic: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int: ...
     @overload
     def push(self, channel: Callable[P, Push[Any]], *args: P.args, **kwargs: P.kwargs) -> int: ...
     def push(self, channel: str | Callable[..., Push[Any]], *args: Any, **kwargs: Any) -> int:
@@ -205,26 +219,40 @@ class Impulse:
         ``tokens`` to subscribers holding one of them. Never blocks on slow subscribers.
         ``channel`` is a name, or a :class:`Channel` whose payload type mypy then checks.
         A payload that does not match a declared channel raises :class:`InvalidPayload`.
+        With ``idempotency_key``, a repeat of the key within ``IMPULSE_IDEMPOTENCY_TTL`` delivers
+        nothing and returns what the first push returned; :meth:`publish` tells the two apart.
         """
         return self.publish(channel, *args, **kwargs).sent
 
     @overload
-    def publish(self, channel: str, payload: Any, tokens: Tokens = None, topic: str | None = None) -> Published: ...
+    def publish(
+        self,
+        channel: str,
+        payload: Any,
+        tokens: Tokens = None,
+        topic: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Published: ...
     @overload
     def publish(self, channel: Callable[P, Push[Any]], *args: P.args, **kwargs: P.kwargs) -> Published: ...
     def publish(self, channel: str | Callable[..., Push[Any]], *args: Any, **kwargs: Any) -> Published:
-        """Like :meth:`push`, but also returns the message id."""
+        """Like :meth:`push`, but returns the message id too, and ``duplicate``: True when the
+        idempotency key was seen within the TTL (the id and ``sent`` are then the first push's)."""
         message = as_push(channel, args, kwargs)
         state = self.state
         settings = state.settings
         check_name(message.channel, "channel", settings.max_channel_length)
+        key = message.idempotency_key
+        if key is not None:
+            check_idempotency_key(key, "idempotency_key")
         tokens = message.tokens
         token_list = parse_tokens([tokens] if isinstance(tokens, str) else tokens and list(tokens), settings)
         topic = parse_topic(message.topic, settings)
         declared = state.channels.get(message.channel)
         if declared is not None and settings.validate_payloads:
             declared.validate(message.payload)
-        draft = state.broker.draft(message.channel, message.payload, token_list, topic)
+        draft = state.broker.draft(message.channel, message.payload, token_list, topic, key)
         return state.broker.publish(draft)
 
     @property

@@ -15,6 +15,13 @@ from .errors import PushError
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # A lone surrogate cannot be UTF-8: it would fail wherever a name is encoded (hashes, logs).
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: An idempotency key: 1 to 255 printable ASCII characters (space to tilde), so that it fits a
+#: header unchanged and whatever a publisher generates (UUIDs, hashes, "order-42:retry") fits it.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+_IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
+IDEMPOTENCY_KEY_RULE = f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
+# A structured-field string (RFC 8941): printable ASCII in quotes, with \" and \\ escaped.
+_SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 
 
 class _Missing:
@@ -33,6 +40,7 @@ class PushRequest:
     payload: Any
     tokens: tuple[str, ...] | None = None
     topic: str | None = None
+    idempotency_key: str | None = None
 
 
 def check_name(value: str, what: str, max_length: int) -> str:
@@ -46,6 +54,32 @@ def check_name(value: str, what: str, max_length: int) -> str:
     if _SURROGATE.search(value):
         raise PushError("Invalid request body", f"{what} must not contain lone surrogates")
     return value
+
+
+def check_idempotency_key(value: Any, what: str) -> str:
+    """Return ``value`` if it may serve as an idempotency key; raise ``PushError`` naming the rule."""
+    if not isinstance(value, str) or not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise PushError("Invalid idempotency key", f"{what} must be {IDEMPOTENCY_KEY_RULE}")
+    return value
+
+
+def parse_idempotency_header(values: list[str]) -> str | None:
+    """The key of an ``Idempotency-Key`` header, or None without one.
+
+    The IETF draft defines the header as a structured-field string (``"..."``, with ``\\"`` and
+    ``\\\\`` escapes); what publishers send is more often the bare key (Stripe's form). Both are
+    taken: a value quoted as a valid structured-field string is unquoted, anything else is the key
+    as it is.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise PushError("Invalid idempotency key", "send one Idempotency-Key header, not several")
+    value = values[0]
+    quoted = _SF_STRING.fullmatch(value)
+    if quoted is not None:
+        value = re.sub(r"\\(.)", r"\1", quoted.group(1))
+    return check_idempotency_key(value, "the Idempotency-Key header")
 
 
 def parse_push_body(body: bytes, settings: Settings) -> list[PushRequest] | PushRequest:
@@ -76,8 +110,9 @@ def parse_push_object(data: Any, settings: Settings) -> PushRequest:
     if not isinstance(channel, str):
         raise PushError("Invalid request body", "channel must be a non-empty string")
     check_name(channel, "channel", settings.max_channel_length)
+    key = check_idempotency_key(data["idempotencyKey"], "idempotencyKey") if "idempotencyKey" in data else None
     if "audience" not in data:
-        return PushRequest(channel, data.get("payload", MISSING))
+        return PushRequest(channel, data.get("payload", MISSING), idempotency_key=key)
     audience = data["audience"]
     if not isinstance(audience, dict):
         raise PushError("Invalid request body", "audience must be an object")
@@ -92,6 +127,7 @@ def parse_push_object(data: Any, settings: Settings) -> PushRequest:
         data.get("payload", MISSING),
         parse_tokens(audience.get("tokens"), settings),
         parse_topic(audience.get("topic"), settings),
+        key,
     )
 
 

@@ -3,6 +3,7 @@ registered under. Every answer that is not a stream is JSON, errors included."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hmac
 import random
@@ -17,13 +18,13 @@ from werkzeug.exceptions import HTTPException
 from . import _json, metrics
 from .access import Admission
 from .auth import check_publisher
-from .broker import Connection, Draft
+from .broker import Connection, Draft, Published
 from .broker.connection import abort_when_unacknowledged, direct_writes_allowed
 from .errors import PushError
 from .extension import EXTENSION_KEY, ImpulseState
 from .readiness import check_delivery
 from .sse import encode_comment, encode_event, encode_retry
-from .validation import PushRequest, check_name, parse_push_body
+from .validation import PushRequest, check_name, parse_idempotency_header, parse_push_body
 
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -203,7 +204,7 @@ def push() -> Response:
         if settings.secrets:
             publisher = check_publisher(request.headers.get("Authorization"), settings.secrets)
         body = _read_body(settings.max_body_size)
-        parsed = parse_push_body(body, settings)
+        parsed = _with_header_key(parse_push_body(body, settings))
         if state.push_rate_limiter is not None:
             state.push_rate_limiter.charge(publisher, len(parsed) if isinstance(parsed, list) else 1)
         state.gatekeeper.check_pushes(parsed if isinstance(parsed, list) else [parsed], request)
@@ -212,12 +213,33 @@ def push() -> Response:
         if isinstance(parsed, list):
             # One call for the whole batch: a shared backplane takes it all or none.
             published = broker.publish_many([_draft(state, item) for item in parsed])
-            results = [{"sent": p.sent, "id": p.id} for p in published]
+            results = [_answer(p) for p in published]
             return jsonify({"sent": sum(p.sent for p in published), "results": results})
-        one = broker.publish(_draft(state, parsed))
-        return jsonify({"sent": one.sent, "id": one.id})
+        return jsonify(_answer(broker.publish(_draft(state, parsed))))
     except PushError as exc:
         return refusal(exc)
+
+
+def _answer(published: Published) -> dict[str, Any]:
+    """What one push is answered: a duplicate repeats the first answer, and says it is one."""
+    if published.duplicate:
+        return {"sent": published.sent, "id": published.id, "duplicate": True}
+    return {"sent": published.sent, "id": published.id}
+
+
+def _with_header_key(parsed: PushRequest | list[PushRequest]) -> PushRequest | list[PushRequest]:
+    """Fold the ``Idempotency-Key`` header into a single push; a batch's items carry their own."""
+    key = parse_idempotency_header(request.headers.getlist("Idempotency-Key"))
+    if key is None:
+        return parsed
+    if isinstance(parsed, list):
+        raise PushError(
+            "Invalid idempotency key",
+            "the Idempotency-Key header is for a single push: give each item of a batch its own idempotencyKey",
+        )
+    if parsed.idempotency_key is not None and parsed.idempotency_key != key:
+        raise PushError("Invalid idempotency key", "the Idempotency-Key header and idempotencyKey differ: send one key")
+    return dataclasses.replace(parsed, idempotency_key=key)
 
 
 def _validate_payloads(state: ImpulseState, parsed: PushRequest | list[PushRequest]) -> None:
@@ -238,7 +260,13 @@ def _validate_payloads(state: ImpulseState, parsed: PushRequest | list[PushReque
 
 
 def _draft(state: ImpulseState, push_request: PushRequest) -> Draft:
-    return state.broker.draft(push_request.channel, push_request.payload, push_request.tokens, push_request.topic)
+    return state.broker.draft(
+        push_request.channel,
+        push_request.payload,
+        push_request.tokens,
+        push_request.topic,
+        push_request.idempotency_key,
+    )
 
 
 def _read_body(limit: int) -> bytes:

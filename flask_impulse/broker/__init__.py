@@ -77,6 +77,11 @@ class Broker:
         """The keyed hash that stands in for a token wherever one is kept or compared."""
         return hashlib.blake2b(token.encode(), key=self._token_hash_key, digest_size=16).digest()
 
+    def idempotency_hash(self, key: str) -> bytes:
+        """The keyed hash under which a publisher's idempotency key is remembered: the key itself
+        is never stored, and the prefix keeps it apart from token hashes made with the same key."""
+        return hashlib.blake2b(b"idempotency\0" + key.encode(), key=self._token_hash_key, digest_size=16).digest()
+
     # -- subscribers ------------------------------------------------------------------
     def open(self, channels: tuple[str, ...], topic: str | None, token: str | None) -> Connection:
         if self.draining:
@@ -131,14 +136,22 @@ class Broker:
         return Replay([m for m in replay.messages if connection.matches(m)], replay.gap)
 
     # -- publishers -------------------------------------------------------------------
-    def draft(self, channel: str, payload: Any, tokens: Iterable[str] | None, topic: str | None) -> Draft:
+    def draft(
+        self,
+        channel: str,
+        payload: Any,
+        tokens: Iterable[str] | None,
+        topic: str | None,
+        idempotency_key: str | None = None,
+    ) -> Draft:
         """Encode a push once, whatever the number of connections it will reach."""
         try:
             data = _json.dumps({"channel": channel} if payload is MISSING else {"channel": channel, "payload": payload})
         except (TypeError, ValueError) as exc:
             raise PushError("Invalid request body", f"payload cannot be encoded as JSON: {exc}") from exc
         audience = frozenset(self.audience_key(t) for t in tokens) if tokens is not None else None
-        return Draft(channel, data, topic, audience)
+        idempotency = self.idempotency_hash(idempotency_key) if idempotency_key is not None else None
+        return Draft(channel, data, topic, audience, idempotency)
 
     def publish(self, draft: Draft) -> Published:
         metrics.recorder.published()

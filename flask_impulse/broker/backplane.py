@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .history import MemoryHistory, Replay
+from .idempotency import MAX_KEYS, IdempotencyStore
 from .message import IdClock, Message, MessageKey
 
 if TYPE_CHECKING:
@@ -78,14 +79,32 @@ class Backplane(ABC):
 class MemoryBackplane(Backplane):
     """One process: delivery is a direct call, so ``sent`` is exact."""
 
-    def __init__(self, history_size: int, history_ttl: float) -> None:
+    def __init__(
+        self,
+        history_size: int,
+        history_ttl: float,
+        *,
+        idempotency_ttl: float = 600.0,
+        idempotency_max_keys: int = MAX_KEYS,
+    ) -> None:
         self._clock = IdClock()
         self.history = MemoryHistory(history_size, history_ttl, started=self._clock.now())
+        self.idempotency = IdempotencyStore(idempotency_ttl, idempotency_max_keys) if idempotency_ttl > 0 else None
 
     def publish(self, draft: Draft) -> Published:
+        # Nothing in here yields to another greenlet, so a repeat of the key cannot slip in
+        # between the look-up and the remembering.
+        store, key = self.idempotency, draft.idempotency
+        if store is not None and key is not None:
+            first = store.first(key)
+            if first is not None:
+                return replace(first, duplicate=True)
         message = Message.create(self._clock.next(), draft.channel, draft.data, draft.topic, draft.audience)
         self.history.append(message)
-        return Published(message.id, self._deliver(message))
+        published = Published(message.id, self._deliver(message))
+        if store is not None and key is not None:
+            store.remember(key, published)
+        return published
 
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
         if after is not None and after > self._clock.now():

@@ -13,5 +13,11 @@ app.register_blueprint(impulse.blueprint, url_prefix="/realtime")
 @app.post("/send")
 def send():
     body = request.get_json()
-    sent = impulse.push(body["channel"], body["payload"], tokens=body.get("tokens"), topic=body.get("topic"))
+    sent = impulse.push(
+        body["channel"],
+        body["payload"],
+        tokens=body.get("tokens"),
+        topic=body.get("topic"),
+        idempotency_key=body.get("idempotencyKey"),
+    )
     return jsonify(sent=sent)

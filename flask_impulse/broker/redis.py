@@ -1,21 +1,28 @@
 """The Redis backplane: every worker of every replica shares one stream of messages and one history.
 
-How a push travels (docs/scaling.md tells the whole story):
+How a push travels (docs/scaling.md tells the whole story; docs/reliability.md what each Redis
+setting guarantees):
 
 1. The publishing process runs one Lua script. Atomically, it issues the id ("ms-seq", from
-   Redis's clock and one cluster-wide last id, so ids increase across *all* channels), appends
-   the message to its channel's history stream (bounded by count and age), and publishes it on
-   one shared pub/sub channel. Delivery order is therefore id order, everywhere.
+   Redis's clock and one cluster-wide last id, so ids increase across *all* channels), checks
+   the push's idempotency key, appends the message to the history (one stream for every
+   channel, bounded in bytes and age), and publishes it on one shared pub/sub channel.
+   Delivery order is therefore id order, everywhere.
 2. Each worker process holds exactly one pub/sub subscription, opened by the first stream it
    serves, and read by one listener greenlet. The listener builds each message's SSE frame
    once, hands it to the broker's in-memory fan-out, and reports how many local connections
    took it, so the publisher can answer a true ``{"sent": N}``.
 3. If the subscription breaks, the listener resubscribes with backoff, then catches up on what
-   it missed from the history streams of its local channels. Streams stay open meanwhile.
+   it missed from the history. Streams stay open meanwhile, unless the history may not hold
+   everything they missed: then they are ended with a retry hint, and resume with a gap event.
+4. Redis restarts are seen through its ``run_id``: the scripts keep, in the epoch key, the
+   first id issued by the Redis process now serving. Every id before it may have lost
+   successors (history gone, or an acknowledged message that never reached a listener).
 
-Tokens never reach Redis: audiences are keyed hashes, made by the broker before publishing.
-redis-py is imported on first use, not at construction, so that building an app in a gunicorn
-master (the CLI does, to check the configuration) imports neither redis nor ssl there.
+Tokens never reach Redis: audiences are keyed hashes, made by the broker before publishing;
+so are idempotency keys. redis-py is imported on first use, not at construction, so that
+building an app in a gunicorn master (the CLI does, to check the configuration) imports
+neither redis nor ssl there.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ BATCH = 1000
 REPORT_TTL_MS = 30_000
 #: Bytes of bookkeeping counted per retained message on top of its channel and body: about
 #: what a stream entry costs in its listpack (measured in docs/reliability.md).
-ENTRY_OVERHEAD = 16
+ENTRY_OVERHEAD = 32
 #: Most history entries one resume or catch-up reads; more since the client's id is a gap
 #: (the newest are replayed), so that one resume never reads the whole history.
 SCAN_LIMIT = 10_000
@@ -153,9 +160,11 @@ if ttl > 0 and max_bytes > 0 then
   local min_ms = ms - ttl
   local trimmed = false
   local done = false
+  local count = 1  -- most pushes only look at the oldest entry; trims read in batches
   repeat
-    local oldest = redis.call('XRANGE', KEYS[3], trimmed and ('(' .. trimmed) or '-', '+', 'COUNT', 32)
-    done = #oldest < 32
+    local oldest = redis.call('XRANGE', KEYS[3], trimmed and ('(' .. trimmed) or '-', '+', 'COUNT', count)
+    done = #oldest < count
+    count = 32
     for _, entry in ipairs(oldest) do
       if bytes <= max_bytes and parse(entry[1]) >= min_ms then
         done = true

@@ -505,15 +505,19 @@ class RedisBackplane(Backplane):
             log.warning("replay: Redis unavailable (%s); the stream opens with a gap event", exc)
             return Replay([], gap=True)
         gap = after < _key(epoch) or (trimmed is not None and _key(trimmed) > after) or len(entries) > SCAN_LIMIT
-        messages, lost = self._select(entries[:SCAN_LIMIT], set(channels), now_ms - self._history_ttl_ms)
+        cutoff_ms = now_ms - self._history_ttl_ms
+        messages, lost = self._select(entries[:SCAN_LIMIT], set(channels), cutoff_ms, self._history_size)
         # The client has everything up to its id, which this process's listener may not have
         # delivered yet; never beyond the last id issued, so a foreign id cannot mute a stream.
         skip_through = min(after, _key(last_id)) if last_id else None
         return Replay(messages, gap or lost, skip_through)
 
-    def _select(self, newest_first: list[Any], channels: set[str], cutoff_ms: int) -> tuple[list[Message], bool]:
+    @staticmethod
+    def _select(
+        newest_first: list[Any], channels: set[str], cutoff_ms: int, per_channel: int
+    ) -> tuple[list[Message], bool]:
         """The messages of ``channels`` among history entries, oldest first, each channel's
-        newest ``history_size`` only, past-TTL ones dropped; True if any was dropped."""
+        newest ``per_channel`` only, past-TTL ones dropped; True if any was dropped."""
         kept: dict[str, int] = {}
         messages: list[Message] = []
         lost = False
@@ -522,7 +526,7 @@ class RedisBackplane(Backplane):
             if channel not in channels:
                 continue
             key = _key(entry_id)
-            if key[0] < cutoff_ms or kept.get(channel, 0) >= self._history_size:
+            if key[0] < cutoff_ms or kept.get(channel, 0) >= per_channel:
                 lost = True  # past its TTL (not yet trimmed), or beyond the channel's count
                 continue
             kept[channel] = kept.get(channel, 0) + 1
@@ -678,7 +682,7 @@ class RedisBackplane(Backplane):
             return
         after = self._delivered or self._baseline
         pipe.xrange(self.keys.history, min=f"({format_id(after)}", count=SCAN_LIMIT + 1)
-        (epoch, _, now_ms), trimmed, entries = pipe.execute()
+        (epoch, _, _), trimmed, entries = pipe.execute()
         restarted, self._epoch = epoch != self._epoch, epoch
         self._caught_up.clear()
         channels = {channel for c in list(self._connections) for channel in c.channels}
@@ -691,11 +695,14 @@ class RedisBackplane(Backplane):
         else:
             reason = ""
         if reason:
-            log.warning("%s; closing %d local streams so that they resume", reason, len(self._connections))
+            if self._connections:
+                log.warning("%s; closing %d local streams so that they resume", reason, len(self._connections))
             for connection in list(self._connections):
                 connection.close(reason, self._retry_ms + random.randint(0, self._retry_ms))
             return
-        missed, _ = self._select(entries[::-1], channels, now_ms - self._history_ttl_ms)
+        # Everything still retained is delivered: the per-channel count and the TTL bound what
+        # a resume replays, not what a live stream missed during a short disconnection.
+        missed, _ = self._select(entries[::-1], channels, 0, len(entries))
         for message in missed:
             self._caught_up[message.id.encode()] = self._deliver_safely(message)
             self._delivered = message.key

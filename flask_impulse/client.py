@@ -25,6 +25,7 @@ from . import _json
 from .channels import Channel, Event, Push, Tokens
 from .errors import MissedMessages, RealtimeClientError, ServerClientError
 from .sse import ServerSentEvent, SSEDecoder
+from .validation import check_idempotency_key
 
 T = TypeVar("T")
 
@@ -58,12 +59,20 @@ def _batch_item(event: Push[Any] | Mapping[str, Any]) -> dict[str, Any]:
         if audience:
             body["audience"] = audience
         key = event.get("idempotency_key", event.get("idempotencyKey"))
-    body["idempotencyKey"] = key if key is not None else _fresh_key()
+    body["idempotencyKey"] = _key(key)
     return body
 
 
-def _fresh_key() -> str:
-    return str(uuid.uuid4())
+def _key(given: str | None) -> str:
+    """The idempotency key of one push: the caller's, checked here so that a bad one fails with
+    the rule rather than as a transport error, or a fresh one."""
+    return check_idempotency_key(given, "idempotency_key") if given is not None else str(uuid.uuid4())
+
+
+def _quoted(key: str) -> str:
+    """``key`` as the structured-field string of the IETF draft's header: a key holding a comma
+    or a quote then reaches the service whole (a bare comma reads as two headers)."""
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True)
@@ -168,8 +177,8 @@ class ServerClient:
     def publish(self, channel: str | Callable[..., Push[Any]], *args: Any, **kwargs: Any) -> PushResult:
         """Like :meth:`push`, but return the whole answer: the message id, and ``duplicate``."""
         message = Push(channel, *args, **kwargs) if isinstance(channel, str) else channel(*args, **kwargs)
-        key = message.idempotency_key if message.idempotency_key is not None else _fresh_key()
-        return PushResult.from_json(self._post(_push_body(message), {"Idempotency-Key": key}))
+        key = _key(message.idempotency_key)
+        return PushResult.from_json(self._post(_push_body(message), {"Idempotency-Key": _quoted(key)}))
 
     def push_many(self, events: Iterable[Push[Any] | Mapping[str, Any]]) -> list[int]:
         """Publish several messages in one request; return what each was written to.
@@ -199,6 +208,8 @@ class ServerClient:
             retry_after = None
             try:
                 response = self._session.post(self.service_url, data=data, headers=headers, timeout=self.timeout)
+            except requests.exceptions.SSLError as exc:  # a certificate does not mend itself
+                raise ServerClientError(0, f"cannot reach {self.service_url}: {exc}") from exc
             except _RETRIED_ERRORS as exc:
                 failure = ServerClientError(0, f"cannot reach {self.service_url}: {exc}")
                 failure.__cause__ = exc
@@ -213,6 +224,7 @@ class ServerClient:
             if attempt >= self.max_attempts or time.monotonic() + delay - started > self.retry_deadline:
                 raise failure
             self.retries += 1
+            _LOG.info("push failed (%s); retry %d in %.2f s under the same idempotency key", failure, attempt, delay)
             time.sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:

@@ -182,8 +182,8 @@ class Settings:
             raise ValueError("IMPULSE_HEARTBEAT_INTERVAL must be a positive number of seconds")
         if self.history_size < 0 or self.history_ttl < 0:
             raise ValueError("IMPULSE_HISTORY_SIZE and IMPULSE_HISTORY_TTL must not be negative")
-        if self.idempotency_ttl < 0:
-            raise ValueError("IMPULSE_IDEMPOTENCY_TTL must not be negative (0 turns deduplication off)")
+        if self.idempotency_ttl < 0 or 0 < self.idempotency_ttl < 0.001:
+            raise ValueError("IMPULSE_IDEMPOTENCY_TTL must be 0 (off) or at least a millisecond (0.001 s)")
         if self.idempotency_max_keys < 1:
             raise ValueError("IMPULSE_IDEMPOTENCY_MAX_KEYS must be positive")
         if self.queue_max_messages < 1 or self.queue_max_bytes < 1:

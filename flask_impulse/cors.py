@@ -40,7 +40,7 @@ def cors_options(blueprint: Blueprint, origins: tuple[str, ...], credentials: bo
             # explicit list names the request's origin, and only when it is on the list.
             "send_wildcard": wildcard,
             "always_send": wildcard,
-            "allow_headers": ["Authorization", "Content-Type", "Last-Event-ID"],
+            "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             "methods": ["GET", "POST", "OPTIONS"],
             "vary_header": True,
         },

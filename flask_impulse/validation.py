@@ -69,14 +69,18 @@ def parse_idempotency_header(values: list[str]) -> str | None:
     The IETF draft defines the header as a structured-field string (``"..."``, with ``\\"`` and
     ``\\\\`` escapes); what publishers send is more often the bare key (Stripe's form). Both are
     taken: a value quoted as a valid structured-field string is unquoted, anything else is the key
-    as it is.
+    as it is. A bare comma means several headers: gunicorn joins repeated headers with commas, as
+    HTTP allows, so that is the only way to tell two keys from one.
     """
     if not values:
         return None
-    if len(values) > 1:
-        raise PushError("Invalid idempotency key", "send one Idempotency-Key header, not several")
     value = values[0]
     quoted = _SF_STRING.fullmatch(value)
+    if len(values) > 1 or (quoted is None and "," in value):
+        raise PushError(
+            "Invalid idempotency key",
+            'send one Idempotency-Key header, not several (a key holding a comma is quoted in it: "a,b")',
+        )
     if quoted is not None:
         value = re.sub(r"\\(.)", r"\1", quoted.group(1))
     return check_idempotency_key(value, "the Idempotency-Key header")

@@ -3,6 +3,7 @@ answers the first push's id, over HTTP, in process, and through ServerClient's r
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import uuid
@@ -13,7 +14,7 @@ import pytest
 import requests
 from flask import Flask
 
-from flask_impulse import Impulse, PushError, ServerClient, ServerClientError
+from flask_impulse import Impulse, PushError, PushResult, ServerClient, ServerClientError
 from flask_impulse.broker.backplane import Published
 from flask_impulse.broker.idempotency import IdempotencyStore
 from tests.conftest import SECRET, Service
@@ -161,6 +162,29 @@ def test_a_header_key_that_differs_from_the_field_or_comes_with_a_batch_is_400(s
         assert "differ" in differ.json()["details"]
         assert "each item of a batch" in with_batch.json()["details"]
         assert delivered(stream, standalone, channel) == []
+
+
+def test_two_idempotency_key_headers_or_a_bare_comma_are_400_and_a_quoted_comma_is_one_key(
+    standalone: Service,
+) -> None:
+    channel = unique()
+    body = json.dumps({"channel": channel, "payload": 1})
+    connection = http.client.HTTPConnection("127.0.0.1", standalone.server.port, timeout=10)
+    try:
+        connection.putrequest("POST", "/")
+        for name, value in [("Authorization", f"Bearer {SECRET}"), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]:
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body.encode())
+        twice = connection.getresponse()
+        assert twice.status == 400
+        assert "send one Idempotency-Key header" in json.loads(twice.read())["details"]
+    finally:
+        connection.close()
+    key = unique("comma") + ",part"
+    assert push(standalone, {"channel": channel}, key).status_code == 400
+    first = push(standalone, {"channel": channel, "idempotencyKey": key}).json()
+    assert push(standalone, {"channel": channel}, f'"{key}"').json() == {**first, "duplicate": True}
 
 
 def test_the_longest_key_and_every_printable_character_are_accepted(standalone: Service) -> None:
@@ -334,3 +358,37 @@ def test_server_client_gives_up_on_an_unreachable_service_within_its_deadline() 
         with pytest.raises(ServerClientError) as unreachable:
             client.push("x", 1)
         assert (unreachable.value.status, client.retries) == (0, 3)
+
+
+def test_a_cors_preflight_allows_the_idempotency_key_header(standalone: Service) -> None:
+    headers = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+    }
+    response = requests.options(standalone.base, headers=headers, timeout=5)
+    assert response.status_code == 204
+    allowed = {name.strip().lower() for name in response.headers["Access-Control-Allow-Headers"].split(",")}
+    assert "idempotency-key" in allowed
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("idempotency_ttl", -1), ("idempotency_ttl", 0.0001), ("idempotency_max_keys", 0)]
+)
+def test_idempotency_settings_out_of_range_are_refused_at_start(key: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"IMPULSE_{key.upper()}"):
+        Impulse(Flask(__name__), **{key: value})
+
+
+def test_server_client_sends_any_valid_key_whole_and_refuses_a_bad_one_before_sending(standalone: Service) -> None:
+    channel = unique()
+    key = unique("odd") + ' with, a "quote" and \\ a backslash'
+    with ServerClient(standalone.base, SECRET) as client:
+        first = client.publish(channel, 1, idempotency_key=key)
+        assert client.publish(channel, 1, idempotency_key=key) == PushResult(first.id, first.sent, duplicate=True)
+        # The header's key is the field's key: the service saw it whole.
+        assert push(standalone, {"channel": channel, "idempotencyKey": key}).json()["id"] == first.id
+        with pytest.raises(PushError, match="idempotency_key must be 1 to 255 printable ASCII"):
+            client.push(channel, 1, idempotency_key="line\nbreak")
+        with pytest.raises(PushError, match="idempotency_key must be"):
+            client.push_many([{"channel": channel, "idempotency_key": ""}])

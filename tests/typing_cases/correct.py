@@ -16,11 +16,15 @@ impulse.push(notification, {"id": "n1", "type": "info", "title": "Hi", "message"
 impulse.push(shapes, Shape("line", [Point(0, 0), Point(1, 1)]))
 impulse.push("untyped:channel", {"anything": [1, "goes"]})
 published_id: str = impulse.publish(chat_message, message).id
+duplicate: bool = impulse.publish(chat_message, message, idempotency_key="order-1").duplicate
+impulse.push("untyped:channel", 1, idempotency_key="order-2")
 
 server = ServerClient("http://localhost:8080", token="secret")
 sent: int = server.push(chat_message, message, tokens="t1", topic="room-1")
 server.push("plain", 42)
 server.push_many([chat_message(message, topic="room-2"), shapes(Shape("dot")), {"channel": "raw", "payload": 1}])
+retried: bool = server.publish(chat_message, message, idempotency_key="order-3").duplicate
+batch_ids: list[str] = [r.id for r in server.publish_many([chat_message(message, idempotency_key="order-4")])]
 
 
 def show(event: Event[ChatMessage]) -> None:

@@ -3,6 +3,7 @@
 ImpulseError
  +-- PushError (ValueError)        a push the broker refuses; carries the HTTP status
  |    +-- BackplaneUnavailable     the backplane cannot take the push now (503)
+ |    +-- OutcomeUnknown           the backplane may or may not have taken the push (503)
  |    +-- InvalidPayload           a payload that does not match its declared channel type (400)
  |    +-- AccessDenied             a subscription or push refused by a check (401, 403, 429)
  +-- ConfigurationError (RuntimeError)
@@ -48,7 +49,19 @@ class PushError(ImpulseError, ValueError):
 
 
 class BackplaneUnavailable(PushError):
-    """The backplane (Redis) is down: the push is refused rather than accepted and lost."""
+    """The backplane (Redis) is down: the push is refused rather than accepted and lost.
+    Raised only when nothing was published: a retry cannot duplicate it."""
+
+    status = 503
+
+
+class OutcomeUnknown(PushError):
+    """The backplane stopped answering after the push may have reached it (a timeout, or a
+    connection lost while waiting for the answer): it may have been published, or not.
+
+    Retrying with the same idempotency key is safe: a push already published answers as a
+    duplicate, and is not delivered twice.
+    """
 
     status = 503
 

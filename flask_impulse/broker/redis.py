@@ -1,21 +1,28 @@
 """The Redis backplane: every worker of every replica shares one stream of messages and one history.
 
-How a push travels (docs/scaling.md tells the whole story):
+How a push travels (docs/scaling.md tells the whole story; docs/reliability.md what each Redis
+setting guarantees):
 
 1. The publishing process runs one Lua script. Atomically, it issues the id ("ms-seq", from
-   Redis's clock and one cluster-wide last id, so ids increase across *all* channels), appends
-   the message to its channel's history stream (bounded by count and age), and publishes it on
-   one shared pub/sub channel. Delivery order is therefore id order, everywhere.
+   Redis's clock and one cluster-wide last id, so ids increase across *all* channels), checks
+   the push's idempotency key, appends the message to the history (one stream for every
+   channel, bounded in bytes and age), and publishes it on one shared pub/sub channel.
+   Delivery order is therefore id order, everywhere.
 2. Each worker process holds exactly one pub/sub subscription, opened by the first stream it
    serves, and read by one listener greenlet. The listener builds each message's SSE frame
    once, hands it to the broker's in-memory fan-out, and reports how many local connections
    took it, so the publisher can answer a true ``{"sent": N}``.
 3. If the subscription breaks, the listener resubscribes with backoff, then catches up on what
-   it missed from the history streams of its local channels. Streams stay open meanwhile.
+   it missed from the history. Streams stay open meanwhile, unless the history may not hold
+   everything they missed: then they are ended with a retry hint, and resume with a gap event.
+4. Redis restarts are seen through its ``run_id``: the scripts keep, in the epoch key, the
+   first id issued by the Redis process now serving. Every id before it may have lost
+   successors (history gone, or an acknowledged message that never reached a listener).
 
-Tokens never reach Redis: audiences are keyed hashes, made by the broker before publishing.
-redis-py is imported on first use, not at construction, so that building an app in a gunicorn
-master (the CLI does, to check the configuration) imports neither redis nor ssl there.
+Tokens never reach Redis: audiences are keyed hashes, made by the broker before publishing;
+so are idempotency keys. redis-py is imported on first use, not at construction, so that
+building an app in a gunicorn master (the CLI does, to check the configuration) imports
+neither redis nor ssl there.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackplaneUnavailable, ConfigurationError
+from ..errors import BackplaneUnavailable, ConfigurationError, OutcomeUnknown
 from .backplane import Backplane, Draft, Published
 from .history import Replay
 from .message import Message, MessageKey, format_id, parse_id
@@ -60,60 +67,131 @@ COMMAND_TIMEOUT = 5.0
 BATCH = 1000
 #: Seconds a delivery report list lives in Redis if its publisher stopped waiting.
 REPORT_TTL_MS = 30_000
+#: Bytes of bookkeeping counted per retained message on top of its channel and body: about
+#: what a stream entry costs in its listpack (measured in docs/reliability.md).
+ENTRY_OVERHEAD = 32
+#: Most history entries one resume or catch-up reads; more since the client's id is a gap
+#: (the newest are replayed), so that one resume never reads the whole history.
+SCAN_LIMIT = 10_000
+#: Seconds between polls of a duplicate whose first push is still counting its deliveries.
+DUPLICATE_POLL = 0.02
 
-# KEYS: last id, epoch, the channel's history stream, the channel's eviction mark.
-# ARGV: history size, history TTL in ms, bus channel, report list (or ""), channel, body.
-# The eviction mark holds the newest id that left the channel's history (by count or age):
-# a resume from an older id has lost messages, and says so with a gap event.
-_PUBLISH_SCRIPT = """
-local function later(a, b)
-  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
-  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
-  a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
-  return a_ms > b_ms or (a_ms == b_ms and tonumber(a_seq) > tonumber(b_seq))
+# Shared by both scripts. The epoch is the first id issued by the current Redis process
+# (its run_id, from INFO): every id before it may have lost successors, because a restart
+# loses what the dataset held (no persistence), or its last second (AOF everysec), and a
+# message acknowledged just before a crash may never have reached a subscriber. It is
+# computed like the next id, so it is newer than every id the previous process issued.
+_EPOCH_LUA = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
 end
 
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local seq = 0
-local last = redis.call('GET', KEYS[1])
-if last then
-  local last_ms, last_seq = string.match(last, '^(%d+)-(%d+)$')
-  last_ms = tonumber(last_ms)
-  if last_ms >= ms then
-    ms = last_ms
-    seq = tonumber(last_seq) + 1
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+local function next_id(last_key, ms)
+  local seq = 0
+  local last = redis.call('GET', last_key)
+  if last then
+    local last_ms, last_seq = parse(last)
+    if last_ms >= ms then
+      ms = last_ms
+      seq = last_seq + 1
+    end
+  end
+  return string.format('%.0f-%d', ms, seq)
+end
+
+local function epoch(epoch_key, last_key, ms)
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  local current = redis.call('GET', epoch_key)
+  if current then
+    local current_run, id = string.match(current, '^(%x+) (%S+)$')
+    if current_run == run then
+      return id
+    end
+  end
+  local id = next_id(last_key, ms)
+  redis.call('SET', epoch_key, run .. ' ' .. id)
+  return id
+end
+"""
+
+# KEYS: last id, epoch. Returns the epoch, the last id issued (or false), Redis's clock in ms.
+_EPOCH_SCRIPT = (
+    _EPOCH_LUA
+    + """
+local ms = now_ms()
+return {epoch(KEYS[2], KEYS[1], ms), redis.call('GET', KEYS[1]), ms}
+"""
+)
+
+# KEYS: last id, epoch, history stream, trimmed mark, history bytes, [idempotency key].
+# ARGV: history TTL in ms (0: no history), history max bytes, bus channel, report list (or
+# ""), channel, body, idempotency TTL in ms, ENTRY_OVERHEAD.
+# One stream holds the history of every channel, bounded in total (bytes, counted here, and
+# age); per-channel counts apply when reading. The trimmed mark is the newest id that left
+# it: a resume from an older id may have lost messages, and says so with a gap event.
+# A repeated idempotency key publishes nothing and returns what its key holds: the first id,
+# then ":sent" once that push has counted its deliveries.
+_PUBLISH_SCRIPT = (
+    _EPOCH_LUA
+    + """
+local ms = now_ms()
+epoch(KEYS[2], KEYS[1], ms)
+local idem = KEYS[6]
+if idem then
+  local first = redis.call('GET', idem)
+  if first then
+    return {first, 0, 1}
   end
 end
-local id = string.format('%.0f-%d', ms, seq)
+local id = next_id(KEYS[1], ms)
 redis.call('SET', KEYS[1], id)
-redis.call('SET', KEYS[2], id, 'NX')
 
-local size, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-if size > 0 and ttl > 0 then
-  local evicted = false
-  local length = redis.call('XLEN', KEYS[3])
-  if length >= size then
-    local dropped = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', length - size + 1)
-    evicted = dropped[#dropped][1]
-  end
-  local min_id = string.format('%.0f-0', math.max(ms - ttl, 0))
-  local aged = redis.call('XREVRANGE', KEYS[3], '(' .. min_id, '-', 'COUNT', 1)
-  if #aged > 0 and (not evicted or later(aged[1][1], evicted)) then
-    evicted = aged[1][1]
-  end
-  redis.call('XADD', KEYS[3], 'MAXLEN', size, id, 'm', ARGV[6])
-  redis.call('XTRIM', KEYS[3], 'MINID', min_id)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  if evicted then
-    redis.call('SET', KEYS[4], evicted, 'PX', ttl)
-  else
-    redis.call('PEXPIRE', KEYS[4], ttl)
+local ttl, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+if ttl > 0 and max_bytes > 0 then
+  redis.call('XADD', KEYS[3], id, 'c', ARGV[5], 'm', ARGV[6])
+  local overhead = tonumber(ARGV[8])
+  local bytes = redis.call('INCRBY', KEYS[5], #ARGV[5] + #ARGV[6] + overhead)
+  local min_ms = ms - ttl
+  local trimmed = false
+  local done = false
+  local count = 1  -- most pushes only look at the oldest entry; trims read in batches
+  repeat
+    local oldest = redis.call('XRANGE', KEYS[3], trimmed and ('(' .. trimmed) or '-', '+', 'COUNT', count)
+    done = #oldest < count
+    count = 32
+    for _, entry in ipairs(oldest) do
+      if bytes <= max_bytes and parse(entry[1]) >= min_ms then
+        done = true
+        break
+      end
+      bytes = bytes - (#entry[2][2] + #entry[2][4] + overhead)
+      trimmed = entry[1]
+    end
+  until done
+  if trimmed then
+    local trimmed_ms, trimmed_seq = parse(trimmed)
+    redis.call('XTRIM', KEYS[3], 'MINID', string.format('%.0f-%d', trimmed_ms, trimmed_seq + 1))
+    if redis.call('XLEN', KEYS[3]) == 0 then
+      bytes = 0
+    end
+    redis.call('SET', KEYS[5], bytes)
+    redis.call('SET', KEYS[4], trimmed)
   end
 end
 local receivers = redis.call('PUBLISH', ARGV[3], id .. '\\n' .. ARGV[4] .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[6])
-return {id, receivers}
+if idem then
+  -- Without a report to wait for, the count is final now: the processes the message reached.
+  redis.call('SET', idem, ARGV[4] == '' and (id .. ':' .. receivers) or id, 'PX', ARGV[7])
+end
+return {id, receivers, 0}
 """
+)
 
 
 def check_redis_url(url: str) -> None:
@@ -138,14 +216,14 @@ class _Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.last_id = f"{prefix}:last-id"
-        self.epoch = f"{prefix}:epoch"  # the first id of this Redis dataset: older ids lost their history
+        self.epoch = f"{prefix}:epoch"  # "run_id first-id" of the Redis process now serving
         self.bus = f"{prefix}:bus"
+        self.history = f"{prefix}:history"  # one stream for every channel
+        self.trimmed = f"{prefix}:history-trimmed"  # the newest id that left the history
+        self.history_bytes = f"{prefix}:history-bytes"
 
-    def history(self, channel: str) -> str:
-        return f"{self.prefix}:history:{channel}"
-
-    def evicted(self, channel: str) -> str:
-        return f"{self.prefix}:evicted:{channel}"
+    def idempotency(self, digest: bytes) -> str:
+        return f"{self.prefix}:idem:{digest.hex()}"
 
     def report(self) -> str:
         return f"{self.prefix}:sent:{uuid.uuid4().hex}"
@@ -180,6 +258,7 @@ class RedisBackplane(Backplane):
 
     ``sent_timeout`` bounds how long a publisher waits for the delivery reports of the worker
     processes its message reached; with 0 it does not wait, and ``sent`` counts those processes.
+    ``history_max_bytes`` bounds the history of all channels together, in Redis.
     """
 
     def __init__(
@@ -188,6 +267,7 @@ class RedisBackplane(Backplane):
         *,
         history_size: int,
         history_ttl: float,
+        history_max_bytes: int = 64 * 1024 * 1024,
         prefix: str = "impulse",
         sent_timeout: float = 0.5,
         retry_ms: int = 1000,
@@ -197,19 +277,26 @@ class RedisBackplane(Backplane):
         self.url = url
         self.keys = _Keys(prefix)
         self._history_size = history_size
-        self._history_ttl_ms = int(history_ttl * 1000)
+        self._history_ttl_ms = int(history_ttl * 1000) if history_size > 0 else 0
+        self._history_max_bytes = history_max_bytes
         self._sent_timeout = sent_timeout
         self._retry_ms = retry_ms
         self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
         self._client_instance: redis_py.Redis | None = None
         self._script: Any = None
+        self._epoch_script: Any = None
         self._listener: Any = None  # gevent.Greenlet, once a local stream needs one
         self._first_subscription: Any = None  # gevent Event
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._delivered: MessageKey | None = None  # the newest message handed to local streams
         self._baseline: MessageKey | None = None  # the last id in Redis when first subscribed
+        self._epoch: bytes | None = None  # the epoch of the Redis process last subscribed to
         self._caught_up: dict[bytes, int] = {}  # delivery counts of caught-up messages, for reports
         self.subscribed = False
+
+    @property
+    def _history_on(self) -> bool:
+        return self._history_ttl_ms > 0 and self._history_max_bytes > 0
 
     # -- the connection to Redis ---------------------------------------------------------
     @property
@@ -232,6 +319,7 @@ class RedisBackplane(Backplane):
                 client_name=f"flask-impulse/{socket.gethostname()}/{os.getpid()}",
             )
             self._script = self._client_instance.register_script(_PUBLISH_SCRIPT)
+            self._epoch_script = self._client_instance.register_script(_EPOCH_SCRIPT)
         return self._client_instance
 
     @staticmethod
@@ -243,9 +331,15 @@ class RedisBackplane(Backplane):
         return self.publish_many([draft])[0]
 
     def publish_many(self, drafts: Sequence[Draft]) -> list[Published]:
-        """Publish ``drafts`` all or none (one MULTI/EXEC), then gather the delivery counts."""
+        """Publish ``drafts`` all or none (one MULTI/EXEC), then gather the delivery counts.
+
+        A failure before anything was sent (no connection to Redis) refuses the push with
+        ``BackplaneUnavailable``; one after the script may have reached Redis (a timeout, a
+        connection lost while waiting) is ``OutcomeUnknown``: it may have been published.
+        """
         client = self._client
         report = self.keys.report() if self._sent_timeout > 0 else ""
+        self._connect(client)
         try:
             if len(drafts) == 1:
                 results = [self._run_script(client, drafts[0], report)]
@@ -255,29 +349,97 @@ class RedisBackplane(Backplane):
                     self._run_script(pipe, draft, report)
                 results = pipe.execute()
         except self._redis_error() as exc:
+            raise OutcomeUnknown(
+                "Outcome unknown",
+                f"Redis did not answer ({exc}); the push may have been published: retry with the "
+                "same idempotency key, which publishes it at most once",
+                headers={"Retry-After": "1"},
+            ) from exc
+        fresh = {result[0]: int(result[1]) for result in results if not int(result[2])}
+        counts = self._gather_reports(report, fresh) if report else fresh
+        self._record_counts(drafts, results, counts)
+        return [self._answer(draft, result, counts) for draft, result in zip(drafts, results, strict=True)]
+
+    def _connect(self, client: Any) -> None:
+        """Take a live connection before sending: failing here, nothing was published."""
+        try:
+            pool = client.connection_pool
+            pool.release(pool.get_connection())
+        except self._redis_error() as exc:
             raise BackplaneUnavailable(
                 "Backplane unavailable",
                 f"Redis did not take the push ({exc}); nothing was published, retry later",
                 headers={"Retry-After": "1"},
             ) from exc
-        ids = [result[0] for result in results]
-        receivers = [int(result[1]) for result in results]
-        if not report:
-            return [Published(i.decode(), n) for i, n in zip(ids, receivers, strict=True)]
-        counts = self._gather_reports(report, dict(zip(ids, receivers, strict=True)))
-        return [Published(i.decode(), counts[i]) for i in ids]
 
     def _run_script(self, client: Any, draft: Draft, report: str) -> Any:
-        keys = [self.keys.last_id, self.keys.epoch, self.keys.history(draft.channel), self.keys.evicted(draft.channel)]
+        keys = [
+            self.keys.last_id,
+            self.keys.epoch,
+            self.keys.history,
+            self.keys.trimmed,
+            self.keys.history_bytes,
+        ]
+        if draft.idempotency is not None and self._idempotency_ttl_ms > 0:
+            keys.append(self.keys.idempotency(draft.idempotency))
         args = [
-            self._history_size,
             self._history_ttl_ms,
+            self._history_max_bytes,
             self.keys.bus,
             report,
             draft.channel,
             encode_body(draft),
+            self._idempotency_ttl_ms,
+            ENTRY_OVERHEAD,
         ]
         return self._script(keys=keys, args=args, client=client)
+
+    def _record_counts(self, drafts: Sequence[Draft], results: list[Any], counts: dict[bytes, int]) -> None:
+        """Store each counted push's ``sent`` under its idempotency key, for its duplicates."""
+        if not self._sent_timeout or self._idempotency_ttl_ms == 0:
+            return  # without a wait, the script stored the count itself
+        keyed = [
+            (self.keys.idempotency(draft.idempotency), result[0])
+            for draft, result in zip(drafts, results, strict=True)
+            if draft.idempotency is not None and not int(result[2])
+        ]
+        if not keyed:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, message_id in keyed:
+                pipe.set(key, message_id + b":%d" % counts[message_id], xx=True, keepttl=True)
+            pipe.execute()
+        except self._redis_error() as exc:
+            log.warning("could not record delivery counts for idempotency keys (%s); duplicates answer 0", exc)
+
+    def _answer(self, draft: Draft, result: Any, counts: dict[bytes, int]) -> Published:
+        if not int(result[2]):
+            return Published(result[0].decode(), counts[result[0]])
+        first_id, _, sent = result[0].partition(b":")
+        if sent:
+            return Published(first_id.decode(), int(sent), duplicate=True)
+        if first_id in counts:  # its first push is in this same batch
+            return Published(first_id.decode(), counts[first_id], duplicate=True)
+        assert draft.idempotency is not None  # only a keyed push can be a duplicate
+        return Published(first_id.decode(), self._await_count(self.keys.idempotency(draft.idempotency)), duplicate=True)
+
+    def _await_count(self, key: str) -> int:
+        """The ``sent`` of a push still counting its deliveries: wait for it as long as that
+        push itself waits, then answer 0 (``sent`` is a lower bound, as with a late report)."""
+        deadline = time.monotonic() + self._sent_timeout + DUPLICATE_POLL
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(DUPLICATE_POLL)  # gevent-patched under gunicorn: yields
+                stored: Any = self._client.get(key)
+                if stored is None:
+                    return 0  # expired meanwhile
+                _, _, sent = stored.partition(b":")
+                if sent:
+                    return int(sent)
+        except self._redis_error() as exc:
+            log.info("could not read the first push's count (%s); the duplicate answers 0", exc)
+        return 0
 
     def _gather_reports(self, report: str, receivers: dict[bytes, int]) -> dict[bytes, int]:
         """Sum what each worker process reports it delivered, until every process that got the
@@ -323,50 +485,61 @@ class RedisBackplane(Backplane):
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
         """Retained messages after ``after``, with gap detection equivalent to ``MemoryHistory``.
 
-        A gap: ``after`` predates this Redis dataset (restarted without persistence), a newer
-        message was evicted (by count or age), or a channel's history expired as a whole while
-        ``after`` is older than the TTL. When Redis cannot be read, the stream still opens,
-        with a gap event: the client learns it may have missed something.
+        A gap: ``after`` predates the Redis process now serving (see the epoch), a message
+        after it left the history (by the total bound or age: any channel's, so a gap may be
+        reported that was not one, never the reverse), a channel had more than its count since
+        ``after``, or more than ``SCAN_LIMIT`` messages were published since. When Redis cannot
+        be read, the stream still opens, with a gap event: the client learns it may have
+        missed something.
         """
-        if after is None or self._history_size == 0 or self._history_ttl_ms == 0:
+        if after is None or not self._history_on:
             return Replay([], gap=True)
-        channels = list(channels)
         try:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.get(self.keys.epoch)
-            pipe.time()
-            pipe.get(self.keys.last_id)
-            for channel in channels:
-                pipe.xrange(self.keys.history(channel), min=f"({format_id(after)}", count=self._history_size)
-                pipe.get(self.keys.evicted(channel))
-                pipe.exists(self.keys.history(channel))
-            results = pipe.execute()
+            client = self._client
+            pipe = client.pipeline(transaction=True)
+            self._epoch_script(keys=[self.keys.last_id, self.keys.epoch], client=pipe)
+            pipe.get(self.keys.trimmed)
+            pipe.xrevrange(self.keys.history, min=f"({format_id(after)}", count=SCAN_LIMIT + 1)
+            (epoch, last_id, now_ms), trimmed, entries = pipe.execute()
         except self._redis_error() as exc:
             log.warning("replay: Redis unavailable (%s); the stream opens with a gap event", exc)
             return Replay([], gap=True)
-        epoch, (seconds, microseconds), last_id = results[:3]
-        now_ms = seconds * 1000 + microseconds // 1000
-        cutoff = now_ms - self._history_ttl_ms
         # Newer than any id issued, as MemoryBackplane judges it: another service's, or forged.
-        future = after > max(_key(last_id) if last_id is not None else (0, 0), (now_ms, 0))
-        gap = future or epoch is None or after < _key(epoch)
-        messages: list[Message] = []
-        for index, channel in enumerate(channels):
-            entries, evicted, exists = results[3 + 3 * index : 6 + 3 * index]
-            if (evicted is not None and _key(evicted) > after) or (not exists and after[0] < cutoff):
-                gap = True
-            for entry_id, fields in entries:
-                key = _key(entry_id)
-                if key[0] < cutoff:
-                    gap = True  # past its TTL, not yet trimmed: gone, as far as resume goes
-                    continue
-                messages.append(decode_message(key, channel, fields[b"m"]))
-        if len(messages) > 1:
-            messages.sort(key=lambda message: message.key)
+        future = after > max(_key(last_id) if last_id else (0, 0), (now_ms, 0))
+        gap = (
+            future
+            or after < _key(epoch)
+            or (trimmed is not None and _key(trimmed) > after)
+            or len(entries) > SCAN_LIMIT
+        )
+        cutoff_ms = now_ms - self._history_ttl_ms
+        messages, lost = self._select(entries[:SCAN_LIMIT], set(channels), cutoff_ms, self._history_size)
         # The client has everything up to its id, which this process's listener may not have
         # delivered yet; never beyond the last id issued, so a foreign id cannot mute a stream.
-        skip_through = min(after, _key(last_id)) if last_id is not None else None
-        return Replay(messages, gap, skip_through)
+        skip_through = min(after, _key(last_id)) if last_id else None
+        return Replay(messages, gap or lost, skip_through)
+
+    @staticmethod
+    def _select(
+        newest_first: list[Any], channels: set[str], cutoff_ms: int, per_channel: int
+    ) -> tuple[list[Message], bool]:
+        """The messages of ``channels`` among history entries, oldest first, each channel's
+        newest ``per_channel`` only, past-TTL ones dropped; True if any was dropped."""
+        kept: dict[str, int] = {}
+        messages: list[Message] = []
+        lost = False
+        for entry_id, fields in newest_first:
+            channel = fields[b"c"].decode()
+            if channel not in channels:
+                continue
+            key = _key(entry_id)
+            if key[0] < cutoff_ms or kept.get(channel, 0) >= per_channel:
+                lost = True  # past its TTL (not yet trimmed), or beyond the channel's count
+                continue
+            kept[channel] = kept.get(channel, 0) + 1
+            messages.append(decode_message(key, channel, fields[b"m"]))
+        messages.reverse()
+        return messages, lost
 
     # -- subscribing -----------------------------------------------------------------------
     def attach(self, connection: Connection) -> None:
@@ -447,12 +620,16 @@ class RedisBackplane(Backplane):
                 continue
             awaiting_pong = False
             batch = [message]
-            while len(batch) < BATCH:
-                more = pubsub.get_message(timeout=0.0)
-                if more is None:
-                    break
-                batch.append(more)
-            self._handle(batch)
+            try:
+                while len(batch) < BATCH:
+                    more = pubsub.get_message(timeout=0.0)
+                    if more is None:
+                        break
+                    batch.append(more)
+            finally:
+                # redis-py hands over the last message a broken connection read, and raises
+                # on the next call: what was read is delivered before the error resubscribes.
+                self._handle(batch)
 
     def _handle(self, batch: list[dict[str, Any]]) -> None:
         """Deliver a batch of bus messages locally, then report the counts to their publishers."""
@@ -498,41 +675,46 @@ class RedisBackplane(Backplane):
 
         Runs between the subscription's confirmation and the first message read from it, so
         that every message is either in the history read here or on the subscription (both,
-        for some: ``_handle`` drops those). A channel whose missed messages are no longer all
-        in history has its streams closed with a retry hint: they resume by Last-Event-ID and
-        get the gap event that the normal resume path sends.
+        for some: ``_handle`` drops those). When the missed messages may not all be in
+        history (some left it, or Redis restarted: its epoch changed, and what the previous
+        process acknowledged may be lost), the local streams are closed with a retry hint:
+        they resume by Last-Event-ID and get the gap event that the normal resume path sends.
         """
+        pipe = self._client.pipeline(transaction=True)
+        self._epoch_script(keys=[self.keys.last_id, self.keys.epoch], client=pipe)
+        pipe.get(self.keys.trimmed)
         if self._baseline is None:
-            last: bytes | None = self._client.get(self.keys.last_id)  # type: ignore[assignment]
-            self._baseline = _key(last) if last is not None else (0, 0)
+            (self._epoch, last, _), _ = pipe.execute()
+            self._baseline = _key(last) if last else (0, 0)
             return
         after = self._delivered or self._baseline
-        channels = sorted({channel for c in list(self._connections) for channel in c.channels})
+        pipe.xrange(self.keys.history, min=f"({format_id(after)}", count=SCAN_LIMIT + 1)
+        (epoch, _, _), trimmed, entries = pipe.execute()
+        restarted, self._epoch = epoch != self._epoch, epoch
         self._caught_up.clear()
-        if not channels or self._history_size == 0 or self._history_ttl_ms == 0:
+        channels = {channel for c in list(self._connections) for channel in c.channels}
+        if restarted:
+            reason = "Redis restarted: messages may have been lost"
+        elif not self._history_on:
+            reason = "messages may have been lost while resubscribing to Redis (history is off)"
+        elif (trimmed is not None and _key(trimmed) > after) or len(entries) > SCAN_LIMIT:
+            reason = "messages were lost while resubscribing to Redis"
+        else:
+            reason = ""
+        if reason:
+            if self._connections:
+                log.warning("%s; closing %d local streams so that they resume", reason, len(self._connections))
+            for connection in list(self._connections):
+                connection.close(reason, self._retry_ms + random.randint(0, self._retry_ms))
             return
-        pipe = self._client.pipeline(transaction=True)
-        for channel in channels:
-            pipe.xrange(self.keys.history(channel), min=f"({format_id(after)}", count=self._history_size)
-            pipe.get(self.keys.evicted(channel))
-        results = pipe.execute()
-        missed: list[Message] = []
-        gapped: set[str] = set()
-        for index, channel in enumerate(channels):
-            entries, evicted = results[2 * index], results[2 * index + 1]
-            if evicted is not None and _key(evicted) > after:
-                gapped.add(channel)
-            missed.extend(decode_message(_key(entry_id), channel, fields[b"m"]) for entry_id, fields in entries)
-        missed.sort(key=lambda message: message.key)
+        # Everything still retained is delivered: the per-channel count and the TTL bound what
+        # a resume replays, not what a live stream missed during a short disconnection.
+        missed, _ = self._select(entries[::-1], channels, 0, len(entries))
         for message in missed:
             self._caught_up[message.id.encode()] = self._deliver_safely(message)
             self._delivered = message.key
         if missed:
             log.warning("caught up %d messages missed while resubscribing", len(missed))
-        if gapped:
-            for connection in list(self._connections):
-                if gapped.intersection(connection.channels):
-                    connection.close("messages were lost while resubscribing to Redis", self._retry_ms)
 
     # -- shutdown ----------------------------------------------------------------------------
     def close(self) -> None:

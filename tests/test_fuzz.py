@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support import secrets
@@ -29,8 +29,8 @@ from tests.support.server import LiveServer
 
 PUSH_SECRET = secrets.ROTATING_PUSH_SECRETS[0]
 #: Requests of each kind: well-formed HTTP with random parts, and broken framing.
-WELL_FORMED_EXAMPLES = 300
-BROKEN_FRAMING_EXAMPLES = 150
+WELL_FORMED_EXAMPLES = 500
+BROKEN_FRAMING_EXAMPLES = 200
 #: Longest wait for one answer: far beyond any answer of a healthy service, even a busy one.
 ANSWER_TIMEOUT = 15.0
 #: An ERROR-level line in gunicorn's error log or Flask's logger, or a traceback.
@@ -110,8 +110,9 @@ class Fuzzing:
 
     def note(self, kind: str, exchange: Exchange) -> None:
         examples = self.findings.setdefault(kind, [])
-        if len(examples) < 3:
-            examples.append(f"{exchange.request[:300]!r} -> {exchange.status} {exchange.body[:200]!r}")
+        if len(examples) < 2:
+            request = exchange.request[:300].replace(PUSH_SECRET.encode(), b"[push secret]")
+            examples.append(f"{request!r} -> {exchange.status} {exchange.body[:200]!r}")
 
 
 def _legitimate(exchange: Exchange) -> bool:
@@ -134,33 +135,25 @@ def _legitimate(exchange: Exchange) -> bool:
 # -- strategies ------------------------------------------------------------------------------
 _header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=40)
 _ids = st.sampled_from(["0-0", "1-0", "99999999999999999999-0", "\u00b2-0", "0-\u00b2", "\u0663-0", "-1", "a-b", ""])
-_paths = st.one_of(
-    st.sampled_from(
-        [
-            "/",
-            "/health",
-            "/health/",
-            "/health/ready",
-            "/client.js",
-            "/client.d.ts",
-            "/static/client.js",
-            "/static/client.d.ts",
-            "/metrics",
-            "/favicon.ico",
-            "//",
-            "/./health",
-            "/%2e%2e/health",
-            "/health/../health",
-            "/?",
-        ]
-    ),
-    st.text(max_size=30).map(lambda text: "/" + quote(text)),
+_KNOWN_PATHS = (
+    "/",
+    "/health",
+    "/health/",
+    "/health/ready",
+    "/client.js",
+    "/client.d.ts",
+    "/static/client.js",
+    "/static/client.d.ts",
+    "/metrics",
+    "/favicon.ico",
+    "//",
+    "/./health",
+    "/%2e%2e/health",
+    "/health/../health",
 )
+_paths = st.one_of(st.sampled_from(_KNOWN_PATHS), st.text(max_size=30).map(lambda text: "/" + quote(text)))
 _query_keys = st.one_of(st.sampled_from(["channel", "topic", "token", "lastEventId", "channel[]"]), st.text(max_size=8))
 _query_values = st.one_of(st.sampled_from(["c", "chat:1", "", "public:x"]), _ids, st.text(max_size=30))
-_queries = st.lists(st.tuples(_query_keys, _query_values), max_size=5).map(
-    lambda pairs: urlencode(pairs, quote_via=quote)
-)
 _authorizations = st.sampled_from(
     [
         f"Bearer {PUSH_SECRET}",
@@ -214,28 +207,55 @@ _bodies = st.one_of(
 )
 
 
+#: What a request is aimed at, so that random parts reach each endpoint's own checks instead of
+#: stopping at the first one: (method, path, whether to name a channel, whether to authenticate).
+_aims = st.sampled_from(
+    [
+        ("GET", "/", True, False),
+        ("POST", "/", False, True),
+        ("POST", "/", False, False),
+        ("GET", "/health", False, False),
+        ("GET", "/client.js", False, False),
+        (None, None, False, False),
+    ]
+)
+_methods = st.one_of(
+    st.sampled_from(["GET", "POST", "OPTIONS", "HEAD", "PUT", "DELETE", "PATCH", "TRACE"]),
+    st.from_regex(r"[A-Z]{1,10}", fullmatch=True),
+)
+
+
 @st.composite
 def well_formed_requests(draw: st.DrawFn) -> bytes:
     """Valid HTTP/1.1 framing around random methods, targets, headers and bodies."""
-    method = draw(
-        st.one_of(
-            st.sampled_from(["GET", "POST", "OPTIONS", "HEAD", "PUT", "DELETE", "PATCH", "TRACE"]),
-            st.from_regex(r"[A-Z]{1,10}", fullmatch=True),
-        )
-    )
-    path, query = draw(_paths), draw(_queries)
+    method, path, channel, authenticated = draw(_aims)
+    method, path = method or draw(_methods), path or draw(_paths)
+    pairs = [("channel", draw(st.sampled_from(["c", "chat:1"])))] if channel else []
+    if channel and draw(st.booleans()):
+        pairs.append(("lastEventId", draw(_ids)))
+    pairs += draw(st.lists(st.tuples(_query_keys, _query_values), max_size=4))
+    query = urlencode(pairs, quote_via=quote)
     target = path + ("?" + query if query else "")
     lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    if authenticated:
+        lines.append(f"Authorization: Bearer {PUSH_SECRET}")
     lines += [f"{name}: {value}" for name, value in draw(_headers)]
     body = draw(_bodies)
-    chunked = draw(st.booleans()) and bool(body)
-    if chunked:
+    if draw(st.booleans()) and body:
         lines.append("Transfer-Encoding: chunked")
         payload = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
     else:
         lines.append(f"Content-Length: {len(body)}")
         payload = body
-    return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + payload
+    return b"\r\n".join(_header_bytes(line) for line in lines) + b"\r\n\r\n" + payload
+
+
+def _header_bytes(line: str) -> bytes:
+    """A header line as latin-1 where it can be (a raw ``\\xb2``), else as UTF-8."""
+    try:
+        return line.encode("latin-1")
+    except UnicodeEncodeError:
+        return line.encode()
 
 
 _PUSH_HEAD = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {PUSH_SECRET}\r\n".encode()
@@ -290,6 +310,31 @@ def broken_framing(draw: st.DrawFn) -> bytes:
     return garbage + b"Host: 127.0.0.1\r\n\r\n"
 
 
+def _kind(request: bytes) -> str:
+    """What a well-formed request was, to group findings: its method and path."""
+    method, _, rest = request.partition(b" ")
+    path = rest.partition(b" ")[0].partition(b"?")[0].decode("latin-1")
+    return f"{method.decode('latin-1')} {path if path in _KNOWN_PATHS else '<random path>'}"
+
+
+def _error_lines(log: str) -> list[str]:
+    """Each distinct ERROR message in ``log``, and one example of each kind of exception that
+    ends a traceback."""
+    found: dict[str, None] = {}
+    lines = log.splitlines()
+    for index, line in enumerate(lines):
+        if not ERROR_LINE.search(line):
+            continue
+        if line.startswith("Traceback"):
+            end = next((later for later in lines[index + 1 :] if later and not later.startswith(" ")), "")
+            kind = end.partition(":")[0]
+            if not any(known.startswith(f"traceback: {kind}:") for known in found):
+                found[f"traceback: {end[:200]}"] = None
+        else:
+            found[re.sub(r"^\[[^]]*\] (\[\d+\] )?", "", line)[:200]] = None
+    return list(found)
+
+
 # -- the test --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fuzzed() -> Iterator[Fuzzing]:
@@ -305,21 +350,25 @@ def test_no_input_reaches_a_5xx_an_error_log_line_or_a_dead_worker(fuzzed: Fuzzi
 
     @settings(FUZZ, max_examples=WELL_FORMED_EXAMPLES)
     @given(well_formed_requests())
+    @example(b"GET /?channel=c&lastEventId=%C2%B2-0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    @example(b"GET /?channel=c HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \xb2-0\r\nConnection: close\r\n\r\n")
     def well_formed(request: bytes) -> None:
         judge(fuzzed.exchange(request, finish_sending=False), well_formed=True)
 
     @settings(FUZZ, max_examples=BROKEN_FRAMING_EXAMPLES)
     @given(broken_framing())
+    @example(_PUSH_HEAD + b"Transfer-Encoding: xchunked\r\n\r\n{}")
     def broken(request: bytes) -> None:
         judge(fuzzed.exchange(request, finish_sending=True), well_formed=False)
 
     def judge(exchange: Exchange, *, well_formed: bool) -> None:
+        kind = _kind(exchange.request) if well_formed else "broken framing"
         if exchange.timed_out:
-            fuzzed.note("no answer within the timeout", exchange)
+            fuzzed.note(f"no answer within {ANSWER_TIMEOUT} s: {kind}", exchange)
         elif not exchange.answered and well_formed:
-            fuzzed.note("closed without an answer", exchange)
+            fuzzed.note(f"closed without an answer: {kind}", exchange)
         elif not _legitimate(exchange):
-            fuzzed.note(f"status {exchange.status}", exchange)
+            fuzzed.note(f"status {exchange.status}: {kind}", exchange)
 
     well_formed()
     broken()
@@ -327,9 +376,9 @@ def test_no_input_reaches_a_5xx_an_error_log_line_or_a_dead_worker(fuzzed: Fuzzi
     marker = f"/fuzz-done-{uuid.uuid4().hex}"
     fuzzed.exchange(f"GET {marker} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(), finish_sending=False)
     wait_until(lambda: marker in server.log(), timeout=10, what="the last access line")
-    errors = [line for line in server.log()[log_start:].splitlines() if ERROR_LINE.search(line)]
+    errors = _error_lines(server.log()[log_start:])
     if errors:
-        fuzzed.findings["ERROR lines in the log"] = errors[:5]
+        fuzzed.findings["ERROR lines in the log"] = errors
     if worker_pids(server) != workers:
         fuzzed.findings["worker replaced"] = [f"{workers} -> {worker_pids(server)}"]
     record_figure("fuzz", requests=fuzzed.sent, findings=sorted(fuzzed.findings))

@@ -206,9 +206,11 @@ def test_cli_secret_and_rotation_list_combine_with_the_current_secret_first(
 def test_plain_gunicorn_checks_secrets_through_the_settings() -> None:
     """No CLI: the app refuses a blank secret when the worker loads it, and warns about a short one."""
     refused = LiveServer("wsgi:app", env={"REALTIME_SECRET": " "}, name="blank-secret")
-    with pytest.raises(RuntimeError, match="server exited early"):
-        refused.start()
-    refused.stop()
+    try:
+        with pytest.raises(RuntimeError, match="server exited early"):
+            refused.start()
+    finally:
+        refused.stop()
     assert "empty or whitespace-only secret" in refused.log()
 
     with LiveServer("wsgi:app", env={"REALTIME_SECRET": "short"}, name="short-secret") as server:

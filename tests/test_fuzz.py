@@ -28,9 +28,11 @@ from tests.support.fleet import record_figure, wait_until, worker_pids
 from tests.support.server import LiveServer
 
 PUSH_SECRET = secrets.ROTATING_PUSH_SECRETS[0]
-#: Requests of each kind: well-formed HTTP with random parts, and broken framing.
-WELL_FORMED_EXAMPLES = 500
-BROKEN_FRAMING_EXAMPLES = 200
+#: A subscriber token the JWT-mode service accepts (the compatible mode takes any string).
+VALID_TOKEN = secrets.make_token("fuzz-user", ["c", "chat:*"], ttl=3600)
+#: Requests of each kind, per service: well-formed HTTP with random parts, and broken framing.
+WELL_FORMED_EXAMPLES = 350
+BROKEN_FRAMING_EXAMPLES = 100
 #: Longest wait for one answer: far beyond any answer of a healthy service, even a busy one.
 ANSWER_TIMEOUT = 15.0
 #: An ERROR-level line in gunicorn's error log or Flask's logger, or a traceback.
@@ -112,6 +114,7 @@ class Fuzzing:
         examples = self.findings.setdefault(kind, [])
         if len(examples) < 2:
             request = exchange.request[:300].replace(PUSH_SECRET.encode(), b"[push secret]")
+            request = request.replace(VALID_TOKEN.encode(), b"[token]")
             examples.append(f"{request!r} -> {exchange.status} {exchange.body[:200]!r}")
 
 
@@ -153,10 +156,11 @@ _KNOWN_PATHS = (
 )
 _paths = st.one_of(st.sampled_from(_KNOWN_PATHS), st.text(max_size=30).map(lambda text: "/" + quote(text)))
 _query_keys = st.one_of(st.sampled_from(["channel", "topic", "token", "lastEventId", "channel[]"]), st.text(max_size=8))
-_query_values = st.one_of(st.sampled_from(["c", "chat:1", "", "public:x"]), _ids, st.text(max_size=30))
+_query_values = st.one_of(st.sampled_from(["c", "chat:1", "", "public:x", VALID_TOKEN]), _ids, st.text(max_size=30))
 _authorizations = st.sampled_from(
     [
         f"Bearer {PUSH_SECRET}",
+        f"Bearer {VALID_TOKEN}",
         f"Bearer {secrets.HEALTH_TOKEN}",
         secrets.HEALTH_TOKEN,
         PUSH_SECRET,
@@ -336,10 +340,17 @@ def _error_lines(log: str) -> list[str]:
 
 
 # -- the test --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fuzzed() -> Iterator[Fuzzing]:
-    env = {"REALTIME_SECRET": PUSH_SECRET, "HEALTH_CHECK_TOKEN": secrets.HEALTH_TOKEN}
-    with LiveServer("wsgi:app", env=env, name="fuzz") as server:
+#: The standalone service in both modes: tokens unchecked (compatible), and JWT.
+MODES = {
+    "compatible": {},
+    "jwt": {"REALTIME_JWT_SECRET": secrets.JWT_SECRET, "IMPULSE_PUBLIC_CHANNELS": "public:*"},
+}
+
+
+@pytest.fixture(params=list(MODES))
+def fuzzed(request: pytest.FixtureRequest) -> Iterator[Fuzzing]:
+    env = {"REALTIME_SECRET": PUSH_SECRET, "HEALTH_CHECK_TOKEN": secrets.HEALTH_TOKEN, **MODES[request.param]}
+    with LiveServer("wsgi:app", env=env, name=f"fuzz-{request.param}") as server:
         yield Fuzzing(server)
 
 
@@ -381,6 +392,6 @@ def test_no_input_reaches_a_5xx_an_error_log_line_or_a_dead_worker(fuzzed: Fuzzi
         fuzzed.findings["ERROR lines in the log"] = errors
     if worker_pids(server) != workers:
         fuzzed.findings["worker replaced"] = [f"{workers} -> {worker_pids(server)}"]
-    record_figure("fuzz", requests=fuzzed.sent, findings=sorted(fuzzed.findings))
+    record_figure("fuzz", server=server.log_path.name, requests=fuzzed.sent, findings=sorted(fuzzed.findings))
     assert fuzzed.sent >= WELL_FORMED_EXAMPLES + BROKEN_FRAMING_EXAMPLES
     assert not fuzzed.findings, json.dumps(fuzzed.findings, indent=1)

@@ -23,6 +23,7 @@ log = logging.getLogger("flask_impulse")
 DEFAULTS: dict[str, Any] = {
     # Bearer secret(s) for the HTTP push endpoint: a string, or a list to allow rotation.
     # Unset, the push endpoint of an embedded app is disabled (impulse.push() still works).
+    # A blank one stops the app; one under 32 characters starts with a warning.
     "IMPULSE_SECRET": None,
     # Accept pushes from anyone when no secret is set. Only for local development.
     "IMPULSE_PUSH_WITHOUT_SECRET": False,
@@ -220,7 +221,9 @@ def checked_secrets(key: str, value: Any) -> tuple[str, ...]:
     if not value:
         return ()
     items = [value] if isinstance(value, str) else list(value)
-    if any(not isinstance(item, str) or not item.strip() for item in items):
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigurationError(f"{key} must be a string or a list of strings")
+    if any(not item.strip() for item in items):
         raise ConfigurationError(
             f"{key} holds an empty or whitespace-only secret: set a real one of {MIN_SECRET_LENGTH}+ characters"
         )

@@ -35,12 +35,15 @@ WELL_FORMED_EXAMPLES = 350
 BROKEN_FRAMING_EXAMPLES = 100
 #: Longest wait for one answer: far beyond any answer of a healthy service, even a busy one.
 ANSWER_TIMEOUT = 15.0
+#: Longest run per service: past it, nothing more is sent (a service that stalls on every
+#: request must not hold the suite for max_examples times the timeout).
+TIME_BUDGET = 180.0
 #: An ERROR-level line in gunicorn's error log or Flask's logger, or a traceback.
 ERROR_LINE = re.compile(r"\[ERROR\]|\bERROR in |^Traceback \(most recent call last\)", re.MULTILINE)
 
 FUZZ = settings(
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     # No shrinking: anomalies are collected, not raised, so there is nothing to shrink.
     phases=[Phase.explicit, Phase.generate],
     database=None,
@@ -63,6 +66,13 @@ class Fuzzing:
     server: LiveServer
     sent: int = 0
     findings: dict[str, list[str]] = field(default_factory=dict)
+    ends: float = field(default_factory=lambda: time.monotonic() + TIME_BUDGET)
+
+    def out_of_time(self) -> bool:
+        if time.monotonic() < self.ends:
+            return False
+        self.findings["over the time budget"] = [f"stopped after {self.sent} requests and {TIME_BUDGET} s"]
+        return True
 
     def exchange(self, request: bytes, *, finish_sending: bool) -> Exchange:
         """Send ``request``; read the answer's head and, when it has a length, its body.
@@ -358,21 +368,25 @@ def test_no_input_reaches_a_5xx_an_error_log_line_or_a_dead_worker(fuzzed: Fuzzi
     server = fuzzed.server
     workers = worker_pids(server)
     log_start = len(server.log())
+    fuzzed.ends = time.monotonic() + TIME_BUDGET
 
     @settings(FUZZ, max_examples=WELL_FORMED_EXAMPLES)
     @given(well_formed_requests())
     @example(b"GET /?channel=c&lastEventId=%C2%B2-0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     @example(b"GET /?channel=c HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \xb2-0\r\nConnection: close\r\n\r\n")
     def well_formed(request: bytes) -> None:
-        judge(fuzzed.exchange(request, finish_sending=False), well_formed=True)
+        judge(request, well_formed=True)
 
     @settings(FUZZ, max_examples=BROKEN_FRAMING_EXAMPLES)
     @given(broken_framing())
     @example(_PUSH_HEAD + b"Transfer-Encoding: xchunked\r\n\r\n{}")
     def broken(request: bytes) -> None:
-        judge(fuzzed.exchange(request, finish_sending=True), well_formed=False)
+        judge(request, well_formed=False)
 
-    def judge(exchange: Exchange, *, well_formed: bool) -> None:
+    def judge(request: bytes, *, well_formed: bool) -> None:
+        if fuzzed.out_of_time():
+            return
+        exchange = fuzzed.exchange(request, finish_sending=not well_formed)
         kind = _kind(exchange.request) if well_formed else "broken framing"
         if exchange.timed_out:
             fuzzed.note(f"no answer within {ANSWER_TIMEOUT} s: {kind}", exchange)

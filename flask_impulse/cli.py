@@ -15,7 +15,7 @@ from gunicorn.app.base import BaseApplication
 
 from . import __version__, gunicorn_config
 from .errors import ConfigurationError
-from .service import config_from_environment, create_app
+from .service import combine_secrets, config_from_environment, create_app, rotation_secrets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def service_config(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_environment()
     if args.secret:
-        config["IMPULSE_SECRET"] = args.secret if len(args.secret) > 1 else args.secret[0]
+        # --secret stands for REALTIME_SECRET (the current one); the rotation list still holds.
+        config["IMPULSE_SECRET"] = combine_secrets(args.secret, rotation_secrets())
     if args.no_auth:
         config["IMPULSE_PUSH_WITHOUT_SECRET"] = True
     if args.redis_url:

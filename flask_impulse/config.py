@@ -7,15 +7,23 @@ standalone service maps the reference broker's environment variables onto them (
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .errors import ConfigurationError
+
 MiB = 1024 * 1024
+#: The shortest secret the documentation asks for (SECURITY.md's production checklist).
+MIN_SECRET_LENGTH = 32
+
+log = logging.getLogger("flask_impulse")
 
 #: Defaults, applied with ``app.config.setdefault``. One line each says what it controls.
 DEFAULTS: dict[str, Any] = {
     # Bearer secret(s) for the HTTP push endpoint: a string, or a list to allow rotation.
     # Unset, the push endpoint of an embedded app is disabled (impulse.push() still works).
+    # A blank one stops the app; one under 32 characters starts with a warning.
     "IMPULSE_SECRET": None,
     # Accept pushes from anyone when no secret is set. Only for local development.
     "IMPULSE_PUSH_WITHOUT_SECRET": False,
@@ -118,6 +126,9 @@ DEFAULTS: dict[str, Any] = {
     "IMPULSE_MAX_QUERY_LENGTH": 6144,
     # Standalone service: proxies in front whose X-Forwarded-For names the client address.
     "IMPULSE_TRUSTED_PROXIES": 0,
+    # nosniff, no-referrer, no-store and a deny-framing policy on every answer of the blueprint
+    # (HELMET_ENABLED in the standalone service): a browser must not render, frame or cache them.
+    "IMPULSE_SECURITY_HEADERS": True,
 }
 
 
@@ -156,17 +167,20 @@ class Settings:
     redis_sent_timeout: float
     token_hash_key: str | None
     validate_payloads: bool
+    security_headers: bool
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
         values = {f.name: config[f"IMPULSE_{f.name.upper()}"] for f in fields(cls) if f.name != "secrets"}
         secret = config["IMPULSE_SECRET"]
         # A lone secret is taken whole (it may contain commas); a list allows rotation.
-        values["secrets"] = _as_tuple([secret] if isinstance(secret, str) else secret)
+        values["secrets"] = checked_secrets("IMPULSE_SECRET", [secret] if isinstance(secret, str) else secret)
+        _warn_if_short("IMPULSE_SECRET", values["secrets"])
         values["cors_origins"] = _as_tuple(values["cors_origins"]) or ("*",)
         values["cors_credentials"] = _as_bool(values["cors_credentials"])
         values["push_without_secret"] = _as_bool(values["push_without_secret"])
         values["validate_payloads"] = _as_bool(values["validate_payloads"])
+        values["security_headers"] = _as_bool(values["security_headers"])
         health_path = values["health_path"]
         values["health_path"] = "/" + health_path.strip("/")
         ready_path = values["ready_path"] or values["health_path"] + "/ready"
@@ -209,6 +223,36 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in value if item and item.strip())
 
 
+def checked_secrets(key: str, value: Any) -> tuple[str, ...]:
+    """The secrets of ``key`` as a tuple, refusing a blank one.
+
+    ``None`` or ``""`` means unset. A secret of whitespace only is always a mistake (an
+    unquoted shell variable, a stray template): taken as unset it would silently turn off
+    what it guards, so the app does not start.
+    """
+    if not value:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigurationError(f"{key} must be a string or a list of strings")
+    if any(not item.strip() for item in items):
+        raise ConfigurationError(
+            f"{key} holds an empty or whitespace-only secret: set a real one of {MIN_SECRET_LENGTH}+ characters"
+        )
+    return tuple(item.strip() for item in items)
+
+
+def _warn_if_short(key: str, secrets: tuple[str, ...]) -> None:
+    """A short push secret still starts (the reference accepts any), with a word about it."""
+    if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):
+        log.warning(
+            "%s holds a secret shorter than %d characters, the documented minimum; "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            key,
+            MIN_SECRET_LENGTH,
+        )
+
+
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -238,9 +282,10 @@ class SecuritySettings:
         values = {f.name: config[f"IMPULSE_{f.name.upper()}"] for f in fields(cls)}
         # Secrets and keys are taken whole when given as one string (a PEM holds newlines,
         # a path may hold commas); a list allows rotation.
-        for name in ("jwt_secret", "jwt_public_key"):
-            value = values[name]
-            values[name] = _as_tuple([value] if isinstance(value, str) else value)
+        secret = values["jwt_secret"]
+        values["jwt_secret"] = checked_secrets("IMPULSE_JWT_SECRET", [secret] if isinstance(secret, str) else secret)
+        public_key = values["jwt_public_key"]
+        values["jwt_public_key"] = _as_tuple([public_key] if isinstance(public_key, str) else public_key)
         values["public_channels"] = _as_tuple(values["public_channels"])
         values["streams_per_ip_exempt"] = _as_tuple(values["streams_per_ip_exempt"])
         values["token_cookie"] = values["token_cookie"] or None

@@ -20,6 +20,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from . import _json
 from .redaction import redact
+from .security_headers import add_security_headers
 
 # Statuses that are not 400, by gunicorn exception class name (names, so that classes a
 # gunicorn version lacks cost nothing).
@@ -73,14 +74,20 @@ class ImpulseGeventWorker(GeventWorker):  # type: ignore[misc]
             response.status = f"{status} {reason}"
             response.response_length = len(body)
             self.log.access(response, req, environ, datetime.now() - request_start)
-        head = (
-            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
+        headers = {"Connection": "close", "Content-Type": "application/json", "Content-Length": str(len(body))}
+        if self._security_headers():
+            add_security_headers(headers)
+        head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        head += "\r\n"
         try:
             util.write_nonblock(client, head.encode("latin-1") + body)
         except Exception:
             self.log.debug("Failed to send error message.")
+
+    def _security_headers(self) -> bool:
+        """Whether the app this worker serves wants the security headers (on by default)."""
+        state = getattr(self.wsgi, "extensions", {}).get("impulse")
+        return state is None or bool(state.settings.security_headers)
 
     def _details(self, status: int) -> str:
         cfg = self.cfg

@@ -7,13 +7,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import DEFAULTS
 from .errors import ConfigurationError
-from .extension import Impulse
+from .extension import EXTENSION_KEY, Impulse
+from .security_headers import add_security_headers
 from .views import error_response
 
 #: The reference broker's environment variables, and the settings they stand for.
@@ -26,6 +27,7 @@ ENVIRONMENT_ALIASES = {
     "REDIS_URL": "IMPULSE_REDIS_URL",
     "REALTIME_JWT_SECRET": "IMPULSE_JWT_SECRET",
     "REALTIME_JWT_PUBLIC_KEY": "IMPULSE_JWT_PUBLIC_KEY",
+    "HELMET_ENABLED": "IMPULSE_SECURITY_HEADERS",
 }
 #: Comma-separated lists of push secrets, valid alongside REALTIME_SECRET: for rotation.
 SECRET_LISTS = ("REALTIME_SECRETS", "IMPULSE_SECRETS")
@@ -41,15 +43,24 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
     for key, default in DEFAULTS.items():
         if key in environ:
             config[key] = _coerce(key, environ[key], default)
-    secrets = [config["IMPULSE_SECRET"]] if config.get("IMPULSE_SECRET") else []
-    for name in SECRET_LISTS:
-        secrets += [item.strip() for item in environ.get(name, "").split(",") if item.strip()]
-    if len(secrets) > 1:
-        # The first stays first: it is the one the token hash key is derived from.
-        config["IMPULSE_SECRET"] = list(dict.fromkeys(secrets))
-    elif secrets:
-        config["IMPULSE_SECRET"] = secrets[0]
+    current = [config["IMPULSE_SECRET"]] if config.get("IMPULSE_SECRET") else []
+    secrets = combine_secrets(current, rotation_secrets(environ))
+    if secrets:
+        config["IMPULSE_SECRET"] = secrets
     return config
+
+
+def rotation_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The push secrets of ``REALTIME_SECRETS`` / ``IMPULSE_SECRETS``, valid beside the current one."""
+    environ = os.environ if environ is None else environ
+    return [item.strip() for name in SECRET_LISTS for item in environ.get(name, "").split(",") if item.strip()]
+
+
+def combine_secrets(current: list[str], rotation: list[str]) -> str | list[str]:
+    """One ``IMPULSE_SECRET`` value: the current secret(s) first, since the token hash key is
+    derived from the first, then the rotation list, without repeats."""
+    secrets = list(dict.fromkeys([*current, *rotation]))
+    return secrets[0] if len(secrets) == 1 else secrets
 
 
 def _coerce(key: str, value: str, default: Any) -> Any:
@@ -71,7 +82,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Refuses to start without a push secret unless ``IMPULSE_PUSH_WITHOUT_SECRET`` says so:
     an open push endpoint lets anyone write to every subscriber.
     """
-    app = Flask("flask_impulse.service")
+    # No static folder: Flask's /static/ route would serve the browser client a second time,
+    # with a guessed content type and without CORS; it lives at /client.js and /client.d.ts.
+    app = Flask("flask_impulse.service", static_folder=None)
     app.config.update(config_from_environment())
     app.config.update(config or {})
     if not app.config.get("IMPULSE_SECRET") and not app.config.get("IMPULSE_PUSH_WITHOUT_SECRET"):
@@ -88,7 +101,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
+    app.after_request(_security_headers_outside_the_blueprint)
     return app
+
+
+def _security_headers_outside_the_blueprint(response: Response) -> Response:
+    """The whole app is the service: a request no route of the blueprint takes (a method it
+    does not list, such as TRACE) is answered here, with the same headers."""
+    if request.blueprint is None and current_app.extensions[EXTENSION_KEY].settings.security_headers:
+        add_security_headers(response.headers)
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:

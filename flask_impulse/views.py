@@ -25,6 +25,7 @@ from .errors import PushError
 from .extension import EXTENSION_KEY, ImpulseState
 from .readiness import check_delivery
 from .redaction import note_request_secrets
+from .security_headers import add_security_headers
 from .sse import encode_comment, encode_event, encode_retry
 from .validation import PushRequest, check_name, parse_idempotency_header, parse_push_body
 
@@ -49,6 +50,7 @@ def create_blueprint(name: str = "impulse") -> Blueprint:
     blueprint.add_url_rule("/<path:subpath>", "subpath", subpath, methods=_ALL_METHODS)
     blueprint.before_request(_check_query_length)
     blueprint.after_request(_add_cors_headers)
+    blueprint.after_request(_add_security_headers)
     blueprint.register_error_handler(Exception, _json_error)
     return blueprint
 
@@ -297,7 +299,12 @@ def _read_body(limit: int) -> bytes:
 def _check_health_token(state: ImpulseState) -> Response | None:
     expected = state.settings.health_token
     if expected is not None:
-        presented = request.args.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        # ?token= or a Bearer credential, as documented; a bare "Authorization: <token>" is
+        # no credential scheme, and accepting it would teach clients to send one.
+        presented = request.args.get("token") or ""
+        authorization = request.headers.get("Authorization", "")
+        if not presented and authorization.startswith("Bearer "):
+            presented = authorization[len("Bearer ") :]
         if not hmac.compare_digest(presented.encode(), expected.encode()):
             return error_response(401, "Health check token required")
     return None
@@ -340,6 +347,12 @@ def _add_cors_headers(response: Response) -> Response:
         # The reference answers every OPTIONS as a preflight, asked for or not.
         response.headers.setdefault("Access-Control-Allow-Headers", "Authorization, Content-Type")
         response.headers.setdefault("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+    return response
+
+
+def _add_security_headers(response: Response) -> Response:
+    if _state().settings.security_headers:
+        add_security_headers(response.headers)
     return response
 
 

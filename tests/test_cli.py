@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.server import ROOT, free_port
+from flask_impulse.cli import build_parser, service_config
+from flask_impulse.service import create_app
+from tests.support import secrets
+from tests.support.server import ROOT, LiveServer, free_port
 from tests.support.streams import SSEStream
 
 FLASK_IMPULSE = [sys.executable, "-m", "flask_impulse"]
@@ -125,3 +129,93 @@ def test_secret_from_environment_and_explicit_no_auth(cli_log: Path) -> None:
     finally:
         open_service.stop()
     assert "push auth OFF" in open_service.output()
+
+
+# -- secrets checked at start ------------------------------------------------------------------
+GOOD_SECRET = secrets.ROTATING_PUSH_SECRETS[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--secret", " "], {}),
+        (["--secret", "\t"], {}),
+        (["--secret", GOOD_SECRET, "--secret", "  "], {}),
+        ([], {"REALTIME_SECRET": "   "}),
+        ([], {"IMPULSE_SECRET": " "}),
+        (["--secret", GOOD_SECRET], {"REALTIME_JWT_SECRET": " "}),
+    ],
+    ids=["space", "tab", "one of two", "REALTIME_SECRET", "IMPULSE_SECRET", "JWT secret"],
+)
+def test_blank_secret_refuses_to_start_and_says_why(args: list[str], env: dict[str, str]) -> None:
+    result = run_cli(*args, "--port", str(free_port()), env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "empty or whitespace-only secret" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_short_push_secret_starts_with_a_warning_naming_the_minimum(cli_log: Path) -> None:
+    service = RunningCLI(["--secret", "short"], {}, cli_log)
+    try:
+        pushed = requests.post(
+            service.url, json={"channel": "c", "payload": 1}, headers={"Authorization": "Bearer short"}, timeout=5
+        )
+        assert pushed.status_code == 200
+    finally:
+        assert service.stop() == 0
+    assert "IMPULSE_SECRET holds a secret shorter than 32 characters, the documented minimum" in service.output()
+
+
+def test_a_secret_of_32_characters_starts_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="flask_impulse"):
+        create_app({"IMPULSE_SECRET": "x" * 32})
+        assert not caplog.records
+        create_app({"IMPULSE_SECRET": ["x" * 32, "y" * 31]})
+        assert [record.levelname for record in caplog.records] == ["WARNING"]
+
+
+def test_short_jwt_secret_refuses_to_start_naming_the_minimum() -> None:
+    result = run_cli("--secret", GOOD_SECRET, "--port", str(free_port()), env={"REALTIME_JWT_SECRET": "short"})
+    assert result.returncode == 2
+    assert "at least 32 bytes" in result.stderr
+
+
+def test_cli_secret_and_rotation_list_combine_with_the_current_secret_first(
+    cli_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current, rotated = secrets.ROTATING_PUSH_SECRETS
+    monkeypatch.setenv("REALTIME_SECRETS", f"{rotated},older-{rotated}")
+    monkeypatch.setenv("REALTIME_SECRET", "replaced-by-the-flag")
+    config = service_config(build_parser().parse_args(["--secret", current]))
+    assert config["IMPULSE_SECRET"] == [current, rotated, f"older-{rotated}"]
+
+    service = RunningCLI(["--secret", current], {"REALTIME_SECRETS": rotated}, cli_log)
+    try:
+        for secret, status in ((current, 200), (rotated, 200), (secrets.UNKNOWN_PUSH_SECRET, 403)):
+            pushed = requests.post(
+                service.url,
+                json={"channel": "c", "payload": 1},
+                headers={"Authorization": f"Bearer {secret}"},
+                timeout=5,
+            )
+            assert pushed.status_code == status, secret
+    finally:
+        service.stop()
+
+
+def test_plain_gunicorn_checks_secrets_through_the_settings() -> None:
+    """No CLI: the app refuses a blank secret when the worker loads it, and warns about a short one."""
+    refused = LiveServer("wsgi:app", env={"REALTIME_SECRET": " "}, name="blank-secret")
+    try:
+        with pytest.raises(RuntimeError, match="server exited early"):
+            refused.start()
+    finally:
+        refused.stop()
+    assert "empty or whitespace-only secret" in refused.log()
+
+    with LiveServer("wsgi:app", env={"REALTIME_SECRET": "short"}, name="short-secret") as server:
+        pushed = requests.post(
+            server.url, json={"channel": "c", "payload": 1}, headers={"Authorization": "Bearer short"}, timeout=5
+        )
+        assert pushed.status_code == 200
+        assert "shorter than 32 characters" in server.log()

@@ -582,6 +582,31 @@ def test_health_answers_only_with_its_token_and_shows_no_token(guarded: Guarded)
         assert requests.get(guarded.server.url + "/health", timeout=10).status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("how", "status"),
+    [
+        ("Authorization: Bearer", 200),
+        ("?token=", 200),
+        ("Authorization without a scheme", 401),
+        ("Authorization: Basic", 401),
+        ("Authorization: bearer, lower case", 401),
+    ],
+)
+def test_health_token_is_accepted_only_as_bearer_or_query(guarded: Guarded, how: str, status: int) -> None:
+    token = secrets.HEALTH_TOKEN
+    headers = {
+        "Authorization: Bearer": {"Authorization": f"Bearer {token}"},
+        "Authorization without a scheme": {"Authorization": token},
+        "Authorization: Basic": {"Authorization": f"Basic {token}"},
+        "Authorization: bearer, lower case": {"Authorization": f"bearer {token}"},
+    }.get(how, {})
+    params = {"token": token} if how == "?token=" else {}
+    health = requests.get(guarded.server.url + "/health", headers=headers, params=params, timeout=10)
+    assert health.status_code == status
+    if status == 401:
+        assert health.json() == {"error": "Health check token required"}
+
+
 def test_access_and_error_logs_hold_no_token_cookie_or_secret(guarded: Guarded) -> None:
     """Checked here, on this server's log while it runs; the session's last check greps every log."""
     token = make_token(unique("user-"), ["chat:*"])

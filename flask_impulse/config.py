@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     # this many seconds. 0 turns history off.
     "IMPULSE_HISTORY_SIZE": 1000,
     "IMPULSE_HISTORY_TTL": 3600.0,
+    # Bytes of history a worker keeps in memory over all channels (frames plus a measured
+    # overhead each), the oldest leaving first; a client resuming from before them gets a gap.
+    # 64 MiB: about 180,000 retained 160-byte frames, in a 256 MiB container. 0: no bound.
+    "IMPULSE_HISTORY_MAX_BYTES": 64 * MiB,
     # Seconds over which streams are ended on shutdown (SIGTERM, SIGINT, a worker restart),
     # spread out so reconnects do not stampede; each end carries a jittered "retry:" hint.
     "IMPULSE_DRAIN_WINDOW": 2.0,
@@ -135,6 +139,7 @@ class Settings:
     queue_max_bytes: int
     history_size: int
     history_ttl: float
+    history_max_bytes: int
     drain_window: float
     push_rate_limit: float
     health_path: str
@@ -172,8 +177,10 @@ class Settings:
     def _validate(self) -> None:
         if self.heartbeat_interval <= 0:
             raise ValueError("IMPULSE_HEARTBEAT_INTERVAL must be a positive number of seconds")
-        if self.history_size < 0 or self.history_ttl < 0:
-            raise ValueError("IMPULSE_HISTORY_SIZE and IMPULSE_HISTORY_TTL must not be negative")
+        if self.history_size < 0 or self.history_ttl < 0 or self.history_max_bytes < 0:
+            raise ValueError(
+                "IMPULSE_HISTORY_SIZE, IMPULSE_HISTORY_TTL and IMPULSE_HISTORY_MAX_BYTES must not be negative"
+            )
         if self.queue_max_messages < 1 or self.queue_max_bytes < 1:
             raise ValueError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
         if self.redis_sent_timeout < 0:

@@ -122,7 +122,7 @@ class Impulse:
                 sent_timeout=settings.redis_sent_timeout,
                 retry_ms=settings.retry_ms,
             )
-        return MemoryBackplane(settings.history_size, settings.history_ttl)
+        return MemoryBackplane(settings.history_size, settings.history_ttl, settings.history_max_bytes)
 
     # -- channels ----------------------------------------------------------------------------
     @overload

@@ -73,9 +73,9 @@ class Backplane(ABC):
 class MemoryBackplane(Backplane):
     """One process: delivery is a direct call, so ``sent`` is exact."""
 
-    def __init__(self, history_size: int, history_ttl: float) -> None:
+    def __init__(self, history_size: int, history_ttl: float, history_max_bytes: int = 0) -> None:
         self._clock = IdClock()
-        self.history = MemoryHistory(history_size, history_ttl, started=self._clock.now())
+        self.history = MemoryHistory(history_size, history_ttl, self._clock.now(), history_max_bytes)
 
     def publish(self, draft: Draft) -> Published:
         message = Message.create(self._clock.next(), draft.channel, draft.data, draft.topic, draft.audience)

@@ -7,7 +7,8 @@ What they fix in gunicorn's defaults, for long-lived streams:
 - request-size limits set explicitly, and answered in JSON by the worker (``gunicorn_worker``);
 - on a worker's exit (SIGTERM, SIGINT, SIGQUIT, a restart by SIGHUP or ``max_requests``),
   every stream is ended within ``IMPULSE_DRAIN_WINDOW`` seconds with a ``retry:`` hint,
-  instead of being held until ``graceful_timeout`` or cut all at once.
+  instead of being held until ``graceful_timeout`` or cut all at once;
+- ``/health`` counts the streams of every worker of the instance (``instance``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import gevent
 from gunicorn.glogging import Logger, SafeAtoms
 
+from . import instance
 from .broker import live_brokers
 from .broker.connection import allow_direct_writes
 from .metrics import forget_worker
@@ -91,8 +93,18 @@ def frames_plain_http1(cfg: Any) -> bool:
     )
 
 
+def on_starting(server: Any) -> None:
+    # Where workers publish their stream counts, for /health's instance-wide figure.
+    instance.create_directory()
+
+
+def on_exit(server: Any) -> None:
+    instance.remove_directory()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     forget_worker(worker.pid)
+    instance.forget_worker(worker.pid)
 
 
 def _leave_gracefully(worker: Any, signum: int, frame: Any) -> None:

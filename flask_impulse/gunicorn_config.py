@@ -35,6 +35,10 @@ worker_class = "flask_impulse.gunicorn_worker.ImpulseGeventWorker"
 worker_connections = 20_100
 # gevent workers notify the arbiter from their own loop, so streams never trip this.
 timeout = 30
+# How long a leaving worker waits for its open requests. Above the drain window (streams end
+# within IMPULSE_DRAIN_WINDOW, 2 s) and above the idle timeout of a proxy's upstream keep-alive
+# connections (deploy/nginx.conf: 3 s): the proxy closes an idle connection before the worker
+# gives up on it, so the worker never closes one a request may be arriving on.
 graceful_timeout = 5
 keepalive = 75
 control_socket_disable = True

@@ -51,7 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "IMPULSE_HISTORY_TTL": 3600.0,
     # Bytes of history a worker keeps in memory over all channels (frames plus a measured
     # overhead each), the oldest leaving first; a client resuming from before them gets a gap.
-    # 64 MiB: about 180,000 retained 160-byte frames, in a 256 MiB container. 0: no bound.
+    # 64 MiB: 100,000 (one per channel) to 175,000 (on few channels) 160-byte frames, which a
+    # 256 MiB container holds. 0: no bound.
     "IMPULSE_HISTORY_MAX_BYTES": 64 * MiB,
     # Seconds over which streams are ended on shutdown (SIGTERM, SIGINT, a worker restart),
     # spread out so reconnects do not stampede; each end carries a jittered "retry:" hint.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from tests.support.fleet import record_figure, wait_until
@@ -173,8 +174,9 @@ def test_pushes_in_flight_when_their_worker_gets_sigterm_are_answered_and_delive
         assert '" 502 ' not in (nginx.prefix / "access.log").read_text()
 
 
-def test_sigterm_of_an_instance_behind_nginx_fails_no_keep_alive_publisher(
-    redis_server: RedisServer, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_instance_stopped_behind_nginx_fails_no_keep_alive_publisher(
+    redis_server: RedisServer, tmp_path: Path, signum: signal.Signals
 ) -> None:
     with cluster(redis_server, tmp_path / "nginx", (2, 1)) as (instances, nginx):
         channel = f"leave-{uuid.uuid4().hex[:8]}"
@@ -185,7 +187,7 @@ def test_sigterm_of_an_instance_behind_nginx_fails_no_keep_alive_publisher(
                 streams.run_until(lambda: min(p.pushed for p in publishers) >= 20, 30)
                 leaving = instances[0]
                 assert leaving.process is not None
-                leaving.signal(signal.SIGTERM)
+                leaving.signal(signum)
                 at_sigterm = max(p.pushed for p in publishers)
                 streams.run_until(lambda: leaving.process is not None and leaving.process.poll() is not None, 30)
                 streams.run_until(lambda: min(p.pushed for p in publishers) >= at_sigterm + 50, 60)

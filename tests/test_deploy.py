@@ -243,3 +243,26 @@ def test_a_restarted_replica_receives_new_streams_within_seconds(redis_server: R
         assert not publisher.errors, publisher.errors
         assert set(publisher.statuses) == {200}
         assert taken >= 30  # round robin would give it half; least_conn, all until it catches up
+
+
+def test_a_push_with_an_idempotency_key_goes_through_nginx_like_any_other(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # nginx sends it through its @idempotent location (which may resend it): method, body,
+    # headers and answer must come through unchanged, for a push and for a batch.
+    with cluster(redis_server, tmp_path / "nginx", (1,)) as (_, nginx):
+        channel = f"keyed-{uuid.uuid4().hex[:8]}"
+        with ResumingStreams(nginx.url + "/", 3, {"channel": channel}) as streams:
+            streams.connect_all()
+            for body in ({"channel": channel, "payload": 0}, [{"channel": channel, "payload": 1}]):
+                headers = {**AUTHORIZATION, "Idempotency-Key": uuid.uuid4().hex}
+                answer = requests.post(nginx.url + "/", json=body, headers=headers, timeout=10)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["sent"] == 3
+            refused = requests.post(
+                nginx.url + "/", json={"channel": channel}, headers={"Idempotency-Key": "k"}, timeout=10
+            )
+            assert refused.status_code == 401, refused.text
+            assert "error" in refused.json()
+            streams.run_until(lambda: all(p == [0, 1] for p in streams.payloads()), 30)
+        assert "@idempotent" not in nginx.error_log()

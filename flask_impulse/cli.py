@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pre_request": gunicorn_config.pre_request,
         "post_request": gunicorn_config.post_request,
         "child_exit": gunicorn_config.child_exit,
+        "on_starting": gunicorn_config.on_starting,
+        "on_exit": gunicorn_config.on_exit,
         "when_ready": when_ready,
         "accesslog": "-",
         "loglevel": args.log_level,

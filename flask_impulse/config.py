@@ -63,6 +63,11 @@ DEFAULTS: dict[str, Any] = {
     # Without Redis, most keys one worker remembers (about 360 bytes each, 18 MB when full):
     # beyond it the oldest is forgotten before its TTL ends (docs/reliability.md).
     "IMPULSE_IDEMPOTENCY_MAX_KEYS": 50_000,
+    # Bytes of history a worker keeps in memory over all channels (frames plus a measured
+    # overhead each), the oldest leaving first; a client resuming from before them gets a gap.
+    # 64 MiB: 100,000 (one per channel) to 175,000 (on few channels) 160-byte frames, which a
+    # 256 MiB container holds. 0: no bound.
+    "IMPULSE_HISTORY_MAX_BYTES": 64 * MiB,
     # Seconds over which streams are ended on shutdown (SIGTERM, SIGINT, a worker restart),
     # spread out so reconnects do not stampede; each end carries a jittered "retry:" hint.
     "IMPULSE_DRAIN_WINDOW": 2.0,
@@ -154,6 +159,7 @@ class Settings:
     history_ttl: float
     idempotency_ttl: float
     idempotency_max_keys: int
+    history_max_bytes: int
     drain_window: float
     push_rate_limit: float
     health_path: str
@@ -194,8 +200,10 @@ class Settings:
     def _validate(self) -> None:
         if self.heartbeat_interval <= 0:
             raise ValueError("IMPULSE_HEARTBEAT_INTERVAL must be a positive number of seconds")
-        if self.history_size < 0 or self.history_ttl < 0:
-            raise ValueError("IMPULSE_HISTORY_SIZE and IMPULSE_HISTORY_TTL must not be negative")
+        if self.history_size < 0 or self.history_ttl < 0 or self.history_max_bytes < 0:
+            raise ValueError(
+                "IMPULSE_HISTORY_SIZE, IMPULSE_HISTORY_TTL and IMPULSE_HISTORY_MAX_BYTES must not be negative"
+            )
         if self.idempotency_ttl < 0 or 0 < self.idempotency_ttl < 0.001:
             raise ValueError("IMPULSE_IDEMPOTENCY_TTL must be 0 (off) or at least a millisecond (0.001 s)")
         if self.idempotency_max_keys < 1:

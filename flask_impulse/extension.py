@@ -126,10 +126,12 @@ class Impulse:
                 sent_timeout=settings.redis_sent_timeout,
                 retry_ms=settings.retry_ms,
                 idempotency_ttl=settings.idempotency_ttl,
+                history_max_bytes=settings.history_max_bytes,
             )
         return MemoryBackplane(
             settings.history_size,
             settings.history_ttl,
+            settings.history_max_bytes,
             idempotency_ttl=settings.idempotency_ttl,
             idempotency_max_keys=settings.idempotency_max_keys,
         )

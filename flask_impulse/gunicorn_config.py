@@ -7,7 +7,8 @@ What they fix in gunicorn's defaults, for long-lived streams:
 - request-size limits set explicitly, and answered in JSON by the worker (``gunicorn_worker``);
 - on a worker's exit (SIGTERM, SIGINT, SIGQUIT, a restart by SIGHUP or ``max_requests``),
   every stream is ended within ``IMPULSE_DRAIN_WINDOW`` seconds with a ``retry:`` hint,
-  instead of being held until ``graceful_timeout`` or cut all at once.
+  instead of being held until ``graceful_timeout`` or cut all at once;
+- ``/health`` counts the streams of every worker of the instance (``instance``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import gevent
 from gunicorn.glogging import Logger, SafeAtoms
 
+from . import instance
 from .broker import live_brokers
 from .broker.connection import allow_direct_writes
 from .metrics import forget_worker
@@ -36,6 +38,10 @@ worker_class = "flask_impulse.gunicorn_worker.ImpulseGeventWorker"
 worker_connections = 20_100
 # gevent workers notify the arbiter from their own loop, so streams never trip this.
 timeout = 30
+# How long a leaving worker waits for its open requests. Above the drain window (streams end
+# within IMPULSE_DRAIN_WINDOW, 2 s) and above the idle timeout of a proxy's upstream keep-alive
+# connections (deploy/nginx.conf: 3 s): the proxy closes an idle connection before the worker
+# gives up on it, so the worker never closes one a request may be arriving on.
 graceful_timeout = 5
 keepalive = 75
 control_socket_disable = True
@@ -94,8 +100,18 @@ def frames_plain_http1(cfg: Any) -> bool:
     )
 
 
+def on_starting(server: Any) -> None:
+    # Where workers publish their stream counts, for /health's instance-wide figure.
+    instance.create_directory()
+
+
+def on_exit(server: Any) -> None:
+    instance.remove_directory()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     forget_worker(worker.pid)
+    instance.forget_worker(worker.pid)
 
 
 def _leave_gracefully(worker: Any, signum: int, frame: Any) -> None:

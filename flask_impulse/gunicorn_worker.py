@@ -1,4 +1,5 @@
-"""gunicorn's gevent worker, with JSON answers to requests that never reach the app.
+"""gunicorn's gevent worker, with JSON answers to requests that never reach the app, and no
+connection reset when it stops listening.
 
 gunicorn refuses malformed or oversized requests itself (request line over
 ``limit_request_line``, a header over ``limit_request_field_size``, too many headers, a bad
@@ -13,9 +14,11 @@ import ssl
 from datetime import datetime
 from typing import Any
 
+from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.http import errors
 from gunicorn.http.wsgi import Response, default_environ
+from gunicorn.workers import ggevent
 from gunicorn.workers.ggevent import GeventWorker
 
 from . import _json
@@ -48,8 +51,62 @@ def error_status(exc: BaseException) -> tuple[int, str]:
     return 500, "Internal Server Error"
 
 
+class DrainingStreamServer(StreamServer):  # type: ignore[misc]
+    """gevent's server, accepting every connection already queued on its listening socket
+    before it closes it.
+
+    When the last process holding a listening socket closes it (the last worker of an
+    instance that is stopping: the arbiter closed its own copy first), Linux resets the
+    connections in its queue, handshaken but never accepted. A proxy that had already sent a
+    push on one answers 502, since it may not resend a POST. Accepting them first, with
+    nothing that yields between the last accept and the close, leaves that window at
+    microseconds; the worker then answers them like any request that arrives while it leaves
+    (``Connection: close``).
+    """
+
+    def close(self) -> None:
+        self.stop_accepting()
+        while not self.full():
+            try:
+                accepted = self.do_read()
+            except OSError:
+                break
+            if not accepted:
+                break
+            self.do_handle(*accepted)
+        super().close()
+
+
+class _KnownListener:
+    """A listening socket's name, still known once the socket is closed.
+
+    gunicorn asks the listener for its name when it starts on a connection, and a connection
+    accepted just before the worker closed its listener starts after: the question then
+    fails (EBADF) and the connection, its request unread, is reset, which a proxy answers
+    with 502. The name is all gunicorn asks of it.
+    """
+
+    def __init__(self, name: Any) -> None:
+        self._name = name
+
+    def getsockname(self) -> Any:
+        return self._name
+
+
 class ImpulseGeventWorker(GeventWorker):  # type: ignore[misc]
-    """The gevent worker, answering its own errors in JSON without echoing the request."""
+    """The gevent worker, answering its own errors in JSON without echoing the request, and
+    serving what is queued on its listening socket before it closes it."""
+
+    def run(self) -> None:
+        self._listeners = {id(listener): _KnownListener(listener.getsockname()) for listener in self.sockets}
+        # GeventWorker.run() builds its servers from this module global, and offers no other
+        # way to choose their class for gunicorn's own HTTP handling; only this worker
+        # process, which runs no other gevent worker, sees the change.
+        ggevent.StreamServer = DrainingStreamServer
+        super().run()
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        super().handle(self._listeners.get(id(listener), listener), client, addr)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         request_start = datetime.now()

@@ -316,7 +316,9 @@ def health(state: ImpulseState) -> Response:
         {
             "status": "ok",
             "uptime": round(time.time() - state.broker.started, 3),
-            "connections": len(state.broker.connections),
+            # The instance's, across its gunicorn workers: what an operator means by it.
+            # Each worker's own figure is in the metrics (impulse_connections).
+            "connections": state.broker.instance_connections(),
         }
     )
 

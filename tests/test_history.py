@@ -152,3 +152,43 @@ def test_drain_closes_every_connection_within_the_window() -> None:
     broker.drain().join(timeout=5)
     assert all(c.closing_reason == "service draining" for c in connections)
     assert broker.draining
+
+
+def test_the_byte_bound_evicts_the_oldest_messages_across_channels_and_reports_their_gaps() -> None:
+    one = MemoryHistory(size=10, ttl=60, started=(100, 0))
+    one.append(message((200, 0), channel="c-0"))
+    cost = one.bytes  # one message on its own channel, as the bound counts it
+    history = MemoryHistory(size=10, ttl=60, started=(100, 0), max_bytes=5 * cost)
+    for index in range(8):
+        history.append(message((200, index), channel=f"c-{index}"))
+    assert history.bytes <= 5 * cost
+    assert history.channels == len(history) == 5  # c-3 .. c-7, the newest
+    assert history.replay(["c-0"], (199, 0)).gap  # its message was evicted
+    assert history.replay(["c-7"], (200, 6)).messages[0].key == (200, 7)
+    assert not history.replay(["c-7"], (200, 6)).gap
+
+
+def test_messages_evicted_by_the_per_channel_count_free_their_bytes_and_their_order_entries() -> None:
+    history = MemoryHistory(size=2, ttl=60, started=(100, 0), max_bytes=1 << 20)
+    history.append(message((200, 0), channel="quiet"))
+    for sequence in range(1, 5000):
+        history.append(message((200, sequence), channel="busy"))
+    assert len(history) == 3
+    assert len(history._order) <= 2 * 3 + 1024  # stale entries are compacted away
+    # The busy channel's churn did not push the quiet channel's message out.
+    assert [m.key for m in history.replay(["quiet"], (199, 0)).messages] == [(200, 0)]
+    assert [m.key for m in history.replay(["busy"], (200, 4997)).messages] == [(200, 4998), (200, 4999)]
+    assert history.replay(["busy"], (200, 4996)).gap
+    # Expiring everything leaves nothing counted.
+    history._ttl = -1
+    history.expire()
+    assert (len(history), history.channels, history.bytes, len(history._order)) == (0, 0, 0, 0)
+
+
+def test_a_replayed_message_is_the_message_that_was_pushed() -> None:
+    history = MemoryHistory(size=10, ttl=60, started=(100, 0))
+    pushed = Message.create((200, 0), "c", b'{"a":1}', topic="t", audience=frozenset({b"k"}))
+    history.append(pushed)
+    (replayed,) = history.replay(["c"], (199, 0)).messages
+    assert replayed == pushed
+    assert replayed.chunk == pushed.chunk

@@ -441,11 +441,16 @@ def test_streams_that_never_read_are_cut_off_and_others_receive_everything(guard
                 while message["payload"] == "probe":
                     message = reader.messages(1, timeout=30)[0]
                 assert message["payload"][0] == index
-        # Each stalled stream was closed: reading what the kernel still holds ends in EOF.
+        # Each stalled stream was closed: reading what the kernel still holds ends in EOF, or
+        # in a reset (the server aborts a connection whose writes stalled: data it could not
+        # send is discarded, and the peer learns of it by RST). Either is a stream cut off.
         deadline = time.monotonic() + 30
         for sock in stalled:
-            while sock.recv(1 << 20):
-                assert time.monotonic() < deadline, "a stream that never read was never closed"
+            try:
+                while sock.recv(1 << 20):
+                    assert time.monotonic() < deadline, "a stream that never read was never closed"
+            except ConnectionResetError:
+                pass
     finally:
         for sock in stalled:
             sock.close()

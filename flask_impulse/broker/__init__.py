@@ -22,6 +22,7 @@ import gevent
 
 from .. import _json, metrics
 from ..errors import PushError
+from ..instance import StreamCount
 from ..validation import MISSING
 from .backplane import Backplane, Draft, MemoryBackplane, Published
 from .connection import Connection
@@ -66,6 +67,7 @@ class Broker:
         self._retry_ms = retry_ms
         self._channels: dict[str, blinker.Signal] = {}
         self.connections: set[Connection] = set()
+        self._count = StreamCount()
         self.started = time.time()
         self.draining = False
         self._watched = False
@@ -102,6 +104,7 @@ class Broker:
             max_bytes=self._queue_max_bytes,
         )
         self.connections.add(connection)
+        self._count.publish(len(self.connections))
         for channel in channels:
             signal = self._channels.get(channel)
             if signal is None:
@@ -120,6 +123,7 @@ class Broker:
         """Forget a connection; safe to call more than once."""
         if connection in self.connections:
             self.connections.discard(connection)
+            self._count.publish(len(self.connections))
             metrics.recorder.closed()
             for channel in connection.channels:
                 signal = self._channels.get(channel)
@@ -127,6 +131,10 @@ class Broker:
                     signal.disconnect(connection.offer)
                     if not signal.receivers:
                         del self._channels[channel]
+
+    def instance_connections(self) -> int:
+        """The open streams of every worker of this instance (this process's alone when embedded)."""
+        return self._count.total(len(self.connections))
 
     def replay(self, connection: Connection, last_event_id: str) -> Replay:
         """The messages ``connection`` missed after ``last_event_id``, filtered by its audience."""

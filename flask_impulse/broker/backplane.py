@@ -83,12 +83,13 @@ class MemoryBackplane(Backplane):
         self,
         history_size: int,
         history_ttl: float,
+        history_max_bytes: int = 0,
         *,
         idempotency_ttl: float = 600.0,
         idempotency_max_keys: int = MAX_KEYS,
     ) -> None:
         self._clock = IdClock()
-        self.history = MemoryHistory(history_size, history_ttl, started=self._clock.now())
+        self.history = MemoryHistory(history_size, history_ttl, self._clock.now(), history_max_bytes)
         self.idempotency = IdempotencyStore(idempotency_ttl, idempotency_max_keys) if idempotency_ttl > 0 else None
 
     def publish(self, draft: Draft) -> Published:

@@ -1,4 +1,4 @@
-"""Per-channel message history in memory, for Last-Event-ID resume."""
+"""Message history in memory, for Last-Event-ID resume: per channel, and bounded in bytes overall."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from dataclasses import dataclass
 
 from .message import Message, MessageKey
 
-#: Bounds, in seconds, on how often every channel is swept for expired messages.
-_SWEEP_MIN, _SWEEP_MAX = 1.0, 60.0
+#: Bytes a retained message holds besides its frame (its record, its id key, its time and its
+#: place in the channel's list and in the eviction order), and a channel besides its name (its
+#: list and dict entries), as measured with tracemalloc on CPython 3.11 and rounded up: what the
+#: byte bound counts, so that it bounds what the process really holds.
+MESSAGE_OVERHEAD = 224
+CHANNEL_OVERHEAD = 250
 
 
 @dataclass(frozen=True)
@@ -25,75 +29,133 @@ class Replay:
     skip_through: MessageKey | None = None
 
 
+class _Retained:
+    """A retained message without what only live delivery needs (its channel is the dict key,
+    and its chunked framing is rebuilt on replay): a retained message costs its frame plus
+    ``MESSAGE_OVERHEAD``, not twice its frame."""
+
+    __slots__ = ("audience", "frame", "key", "published_at", "topic")
+
+    def __init__(self, message: Message) -> None:
+        self.key = message.key
+        self.frame = message.frame
+        self.topic = message.topic
+        self.audience = message.audience
+        self.published_at = message.published_at
+
+    def message(self, channel: str) -> Message:
+        return Message(self.key, channel, self.topic, self.audience, self.frame, self.published_at)
+
+
 class MemoryHistory:
-    """Keeps the last ``size`` messages of each channel, each for at most ``ttl`` seconds.
+    """Keeps the last ``size`` messages of each channel, each for at most ``ttl`` seconds, and
+    at most ``max_bytes`` in all (0: no bound), the oldest across channels leaving first.
 
     ``_evicted`` remembers, per channel, the newest key that has left the history, which is
     what lets :meth:`replay` tell an id that is merely old (nothing missed) from one whose
     successors are gone (a gap). Ids from before this process started are gaps as well: in
     memory, whatever came after them did not survive the restart.
 
-    Memory follows the retained messages: expired messages are swept from every channel at
-    least once a minute, and a channel left empty is forgotten. Its evicted key is folded
-    into ``_forgotten``, one key for all forgotten channels, so that an id older than
-    anything forgotten still reads as a gap (at worst a gap is reported that was not one,
-    never the reverse).
+    Memory follows the retained messages: ``_order`` names the channel of every message in
+    the order they came, so that the oldest message of all (by age or by the byte bound)
+    leaves in constant time, and a channel left empty is forgotten. Its evicted key is folded
+    into ``_forgotten``, one key for all forgotten channels, so that an id older than anything
+    forgotten still reads as a gap (at worst a gap is reported that was not one, never the
+    reverse). A message that left its channel by the per-channel count stays in ``_order``
+    until it reaches the front (``_stale`` counts them per channel: they are that channel's
+    first entries); ``_order`` is rebuilt when such entries outnumber the retained messages.
     """
 
-    def __init__(self, size: int, ttl: float, started: MessageKey) -> None:
+    def __init__(self, size: int, ttl: float, started: MessageKey, max_bytes: int = 0) -> None:
         self._size = size
         self._ttl = ttl
+        self._max_bytes = max_bytes
         self._started = started
-        self._channels: dict[str, deque[Message]] = {}
+        self._channels: dict[str, list[_Retained]] = {}
         self._evicted: dict[str, MessageKey] = {}
         self._forgotten: MessageKey = (0, 0)
-        self._sweep_every = min(max(ttl, _SWEEP_MIN), _SWEEP_MAX)
-        self._next_sweep = time.monotonic() + self._sweep_every
+        self._order: deque[str] = deque()
+        self._stale: dict[str, int] = {}
+        self._count = 0
+        #: What the retained messages and channels cost, as the bound counts it.
+        self.bytes = 0
 
     def append(self, message: Message) -> None:
         if self._size == 0:
             return
-        retained = self._channels.get(message.channel)
+        channel = message.channel
+        retained = self._channels.get(channel)
         if retained is None:
-            retained = self._channels[message.channel] = deque()
+            retained = self._channels[channel] = []
+            self.bytes += CHANNEL_OVERHEAD + len(channel)
         elif len(retained) >= self._size:
-            self._evicted[message.channel] = retained.popleft().key
-        retained.append(message)
-        if time.monotonic() >= self._next_sweep:
-            self.expire()
+            # A list, not a deque: a deque costs 600 bytes however few it holds, and most
+            # channels (one per user) hold one or two messages. Dropping the first of at most
+            # IMPULSE_HISTORY_SIZE pointers is one short memmove.
+            self._drop(channel, retained.pop(0))
+            self._stale[channel] = self._stale.get(channel, 0) + 1
+        retained.append(_Retained(message))
+        self._order.append(channel)
+        self._count += 1
+        self.bytes += MESSAGE_OVERHEAD + len(message.frame)
+        self.expire()
+        if len(self._order) > 2 * self._count + 1024:
+            self._compact()
 
     def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
         if after is None:
             return Replay([], gap=True)
+        self.expire()
         gap = after < self._started
         messages: list[Message] = []
         for channel in channels:
-            self._expire(channel)
             if max(self._evicted.get(channel, self._forgotten), self._forgotten) > after:
                 gap = True
             retained = self._channels.get(channel)
             if retained:
-                messages.extend(message for message in retained if message.key > after)
+                messages.extend(entry.message(channel) for entry in retained if entry.key > after)
         if len(messages) > 1:
             messages.sort(key=lambda message: message.key)
         return Replay(messages, gap)
 
     def expire(self) -> None:
-        """Drop messages past their TTL in every channel, and forget channels left empty."""
-        self._next_sweep = time.monotonic() + self._sweep_every
-        for channel in list(self._channels):
-            self._expire(channel)
-
-    def _expire(self, channel: str) -> None:
-        retained = self._channels.get(channel)
-        if retained is None:
-            return
+        """Drop the oldest messages while they are past their TTL or over the byte bound."""
         deadline = time.time() - self._ttl
-        while retained and retained[0].published_at < deadline:
-            self._evicted[channel] = retained.popleft().key
-        if not retained:
-            del self._channels[channel]
-            self._forgotten = max(self._forgotten, self._evicted.pop(channel))
+        while self._order:
+            channel = self._order[0]
+            stale = self._stale.get(channel)
+            if stale:
+                self._order.popleft()
+                if stale == 1:
+                    del self._stale[channel]
+                else:
+                    self._stale[channel] = stale - 1
+                continue
+            retained = self._channels[channel]
+            over = self._max_bytes and self.bytes > self._max_bytes
+            if not over and retained[0].published_at >= deadline:
+                return
+            self._order.popleft()
+            self._drop(channel, retained.pop(0))
+            if not retained:
+                del self._channels[channel]
+                self.bytes -= CHANNEL_OVERHEAD + len(channel)
+                self._forgotten = max(self._forgotten, self._evicted.pop(channel))
+
+    def _drop(self, channel: str, entry: _Retained) -> None:
+        self._evicted[channel] = entry.key
+        self._count -= 1
+        self.bytes -= MESSAGE_OVERHEAD + len(entry.frame)
+
+    def _compact(self) -> None:
+        """Rebuild ``_order`` without the entries of messages gone by the per-channel count."""
+        stale, order = self._stale, deque[str]()
+        for channel in self._order:
+            if stale.get(channel):
+                stale[channel] -= 1
+            else:
+                order.append(channel)
+        self._order, self._stale = order, {}
 
     @property
     def channels(self) -> int:
@@ -101,4 +163,4 @@ class MemoryHistory:
         return len(self._channels)
 
     def __len__(self) -> int:
-        return sum(len(retained) for retained in self._channels.values())
+        return self._count

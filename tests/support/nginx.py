@@ -1,8 +1,8 @@
 """A real nginx (the Debian package) in front of test services, configured from deploy/nginx.conf.
 
 The test config is deploy/nginx.conf itself with only what a test must change: the upstream's
-servers, the listen address, and where logs, the pid file and temp files go. Every SSE setting
-(buffering, timeouts, HTTP/1.1, retries) is the deployed one.
+addresses, the listen address, two workers, and where logs, the pid file and temp files go.
+Every SSE setting (balancing, buffering, timeouts, HTTP/1.1, retries) is the deployed one.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ DEPLOYED_CONFIG = ROOT / "deploy" / "nginx.conf"
 def config_for(upstreams: list[str], port: int, prefix: Path) -> str:
     """deploy/nginx.conf, rewritten to proxy ``upstreams`` (host:port) from 127.0.0.1:``port``."""
     text = DEPLOYED_CONFIG.read_text()
-    servers = "".join(f"        server {upstream} max_fails=1 fail_timeout=5s;\n" for upstream in upstreams)
-    text, found = re.subn(
-        r"(upstream realtime_backend \{\n)(?:\s*#.*\n)*(?:\s*server .*;\n)+", rf"\g<1>{servers}", text
-    )
+    deployed = re.search(r"^\s*server \S+:\d+(?P<parameters>[^;]*);", text, re.MULTILINE)
+    assert deployed is not None, "deploy/nginx.conf: no upstream server line"
+    parameters = deployed["parameters"]  # max_fails, fail_timeout...: the deployed ones
+    servers = "".join(f"        server {upstream}{parameters};\n" for upstream in upstreams)
+    text, found = re.subn(r"(?:^ *server \S+:\d+[^;]*;\n)+", lambda _: servers, text, flags=re.MULTILINE)
     assert found == 1, "deploy/nginx.conf: upstream realtime_backend with server lines not found"
     text, found = re.subn(r"listen 80;", f"listen 127.0.0.1:{port};", text)
     assert found == 1, "deploy/nginx.conf: 'listen 80;' not found"
-    text = text.replace("worker_processes auto;", "worker_processes 1;")
+    # Two workers, as on any multi-core host: balancing must hold across nginx's workers.
+    text = text.replace("worker_processes auto;", "worker_processes 2;")
     text = text.replace("access_log /dev/stdout;", f"access_log {prefix}/access.log;")
     text = text.replace("error_log /dev/stderr warn;", f"error_log {prefix}/error.log warn;")
     temp_paths = "".join(

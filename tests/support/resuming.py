@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import selectors
 import socket
 import time
@@ -43,13 +44,28 @@ class _Chunked:
         return b"".join(out)
 
 
+class _Sized:
+    """A body of known length (``Content-Length``): a draining worker's empty stream, which
+    ends, as EventSource sees it, when its last byte arrives, whatever the connection does."""
+
+    def __init__(self, length: int) -> None:
+        self._left = length
+        self.finished = length == 0
+
+    def feed(self, data: bytes) -> bytes:
+        data = data[: self._left]
+        self._left -= len(data)
+        self.finished = self._left == 0
+        return data
+
+
 class _Stream:
     def __init__(self, index: int) -> None:
         self.index = index
         self.sock: socket.socket | None = None
         self.head = b""
         self.status: int | None = None
-        self.body: _Chunked | None = None
+        self.body: _Chunked | _Sized | None = None
         self.decoder = SSEDecoder()
         self.last_event_id = ""
         self.payloads: list[Any] = []
@@ -127,7 +143,8 @@ class ResumingStreams:
             if stream.status != 200:
                 self._schedule(stream)
                 return
-            stream.body = _Chunked()
+            length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+            stream.body = _Sized(int(length[1])) if length else _Chunked()
         assert stream.body is not None
         for event in stream.decoder.feed(stream.body.feed(data)):
             if event.event == "message":

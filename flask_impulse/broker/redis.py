@@ -258,7 +258,7 @@ class RedisBackplane(Backplane):
 
     ``sent_timeout`` bounds how long a publisher waits for the delivery reports of the worker
     processes its message reached; with 0 it does not wait, and ``sent`` counts those processes.
-    ``history_max_bytes`` bounds the history of all channels together, in Redis.
+    ``history_max_bytes`` bounds the history of all channels together, in Redis (0: no bound).
     """
 
     def __init__(
@@ -278,7 +278,8 @@ class RedisBackplane(Backplane):
         self.keys = _Keys(prefix)
         self._history_size = history_size
         self._history_ttl_ms = int(history_ttl * 1000) if history_size > 0 else 0
-        self._history_max_bytes = history_max_bytes
+        # 0 means no bound, as in memory; the script takes a number, and 2**53 is Lua's largest exact one.
+        self._history_max_bytes = history_max_bytes or 2**53
         self._sent_timeout = sent_timeout
         self._retry_ms = retry_ms
         self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
@@ -296,7 +297,7 @@ class RedisBackplane(Backplane):
 
     @property
     def _history_on(self) -> bool:
-        return self._history_ttl_ms > 0 and self._history_max_bytes > 0
+        return self._history_ttl_ms > 0
 
     # -- the connection to Redis ---------------------------------------------------------
     @property

@@ -43,26 +43,52 @@ class _Chunked:
         return b"".join(out)
 
 
+class _Sized:
+    """A body sized by Content-Length (a draining worker's ``retry:`` hint, say): it is over
+    once that many bytes came, even if the connection stays open for keep-alive."""
+
+    def __init__(self, length: int) -> None:
+        self._left = length
+        self.finished = length == 0
+
+    def feed(self, data: bytes) -> bytes:
+        data = data[: self._left]
+        self._left -= len(data)
+        self.finished = self._left == 0
+        return data
+
+
+def _body_decoder(head: bytes) -> _Chunked | _Sized:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return _Sized(int(value))
+    return _Chunked()
+
+
 class _Stream:
     def __init__(self, index: int) -> None:
         self.index = index
         self.sock: socket.socket | None = None
         self.head = b""
         self.status: int | None = None
-        self.body: _Chunked | None = None
+        self.body: _Chunked | _Sized | None = None
         self.decoder = SSEDecoder()
         self.last_event_id = ""
         self.payloads: list[Any] = []
+        #: How many payloads had arrived when each ``event: gap`` did: where the signal fell.
+        self.gaps: list[int] = []
         self.connects = 0
         self.reconnect_at: float | None = 0.0
 
 
 class ResumingStreams:
-    """``count`` streams on ``base_url``; each message's ``payload`` is kept, per stream, in order.
+    """``count`` streams on ``base_url``; each message's ``payload`` is kept, per stream, in order,
+    and where each ``event: gap`` fell among them.
 
-    A stream whose connection ends (EOF, reset, or a non-200 answer such as a proxy's 502)
-    reconnects after ``retry`` seconds (with jitter) and sends the id of the last event it
-    received as ``Last-Event-ID``.
+    A stream whose response ends (its last chunk or its Content-Length, EOF, reset, or a non-200
+    answer such as a proxy's 502) reconnects after ``retry`` seconds (with jitter) and sends the
+    id of the last event it received as ``Last-Event-ID``.
     """
 
     def __init__(self, base_url: str, count: int, params: dict[str, str], retry: float = 0.2) -> None:
@@ -127,11 +153,13 @@ class ResumingStreams:
             if stream.status != 200:
                 self._schedule(stream)
                 return
-            stream.body = _Chunked()
+            stream.body = _body_decoder(head)
         assert stream.body is not None
         for event in stream.decoder.feed(stream.body.feed(data)):
             if event.event == "message":
                 stream.payloads.append(json.loads(event.data)["payload"])
+            elif event.event == "gap":
+                stream.gaps.append(len(stream.payloads))
         stream.last_event_id = stream.decoder.last_event_id or stream.last_event_id
         if stream.body.finished:
             self._schedule(stream)

@@ -33,19 +33,21 @@ from tests.support.nginx import Nginx
 from tests.support.processes import kill_hard
 from tests.support.redis import RedisServer
 from tests.support.resuming import ResumingStreams
+from tests.support.secrets import PUSH_SECRET
 from tests.support.server import LiveServer
 from tests.support.streams import StreamTimeout
 
-SECRET = "chaos-secret"
+SECRET = PUSH_SECRET  # the log check at the end of the run looks for it
 SUBSCRIBERS = 120
-#: Pushes per second: 2,400 deliveries a second through nginx, on 2 shared cores.
-RATE = 20.0
+#: Pushes per second: 6,000 deliveries a second through nginx, on 2 shared cores. Enough for
+#: a push to be in flight at almost any moment a fault strikes.
+RATE = 50.0
 #: Pushes every subscriber has received before the fault: the cluster is steady.
-WARM_UP = 10
+WARM_UP = 25
 #: Pushes acknowledged after the fault ended before the publisher stops: it has recovered.
-AFTER = 30
-REDIS_DOWN = 1.0
-REDIS_STALL = 5.0
+AFTER = 50
+#: Seconds Redis stays dead before its restart (the issue's runs: 2 to 6.5 s).
+REDIS_DOWN = 2.0
 INSTANCE_DOWN = 1.0
 
 
@@ -198,15 +200,19 @@ def test_sigterm_of_an_instance(cluster: Cluster, results: list[Tally]) -> None:
     assert_promise_kept(tally)
 
 
-def test_sigstop_of_redis_for_5_seconds(cluster: Cluster, results: list[Tally]) -> None:
+@pytest.mark.parametrize("seconds", [5, 7])
+def test_sigstop_of_redis(cluster: Cluster, results: list[Tally], seconds: int) -> None:
+    """5 s as the issue asks; 7 s outlasts the backplane's 5 s command timeout, so a push sent
+    during the stall times out and then runs when Redis resumes."""
+
     def stall() -> None:
         cluster.redis.signal(signal.SIGSTOP)
         try:
-            time.sleep(REDIS_STALL)
+            time.sleep(seconds)
         finally:
             cluster.redis.signal(signal.SIGCONT)
 
-    assert_promise_kept(run_experiment(cluster, "SIGSTOP of Redis, 5 s", stall, results))
+    assert_promise_kept(run_experiment(cluster, f"SIGSTOP of Redis, {seconds} s", stall, results))
 
 
 def _restart_redis(cluster: Cluster) -> None:

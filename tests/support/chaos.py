@@ -106,6 +106,15 @@ class Publisher:
         finally:
             self.client.close()
 
+    def next_ack(self, timeout: float = 10) -> None:
+        """Return as soon as one more push is acknowledged: the next is about to be sent."""
+        seen = len(self.acked)
+        deadline = time.monotonic() + timeout
+        while len(self.acked) == seen:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no push acknowledged within {timeout} s")
+            time.sleep(0.001)
+
     def acked_from(self, number: int) -> bool:
         """Whether a push numbered ``number`` or later was acknowledged."""
         return bool(self.acked) and self.acked[-1] >= number

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+import typing
 import uuid
 from bisect import bisect_right
 from collections import Counter
@@ -31,9 +32,11 @@ OUTCOME_UNKNOWN = "Outcome unknown"
 #: The only non-2xx answers a publisher may see in these experiments (PROTOCOL.md).
 DOCUMENTED_503 = frozenset({NOTHING_PUBLISHED, OUTCOME_UNKNOWN})
 
-#: Whether ServerClient.push takes the publisher's own idempotency key (issue 10, item 2).
-#: Without it a retry is only as safe as ServerClient makes it by itself.
-PUSH_TAKES_A_KEY = "idempotency_key" in inspect.signature(ServerClient.push).parameters
+#: Whether ServerClient.push takes the publisher's own idempotency key (issue 10, item 2;
+#: its typed overloads name it). Once every branch has it, pass the key unconditionally.
+PUSH_TAKES_A_KEY = any(
+    "idempotency_key" in inspect.signature(push).parameters for push in typing.get_overloads(ServerClient.push)
+)
 
 
 @dataclass(frozen=True)

@@ -142,8 +142,7 @@ def run_experiment(cluster: Cluster, name: str, fault: Callable[[Publisher], Non
 
 
 def assert_promise_kept(tally: Tally) -> None:
-    assert not tally.problems, tally.problems
-    assert tally.acked > WARM_UP + AFTER
+    assert not tally.problems, tally.problems  # among them: the cluster did not recover
     assert tally.lost_without_gap == 0, f"{tally.lost_without_gap} of {tally.lost} lost deliveries had no gap signal"
     assert tally.duplicates == 0
     assert tally.reordered == 0

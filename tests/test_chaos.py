@@ -111,7 +111,7 @@ def run_experiment(cluster: Cluster, name: str, fault: Callable[[Publisher], Non
         publisher = Publisher(cluster.nginx.url + "/", SECRET, channel, RATE).start()
         failures: list[BaseException] = []
         try:
-            if not _settle(streams, lambda: all(len(s.payloads) >= WARM_UP for s in streams.streams), 60):
+            if not _settle(streams, lambda: all(len(s.payloads) >= WARM_UP for s in streams.streams), 30):
                 problems.append(f"not every subscriber had {WARM_UP} pushes before the fault")
 
             def guarded() -> None:
@@ -122,16 +122,16 @@ def run_experiment(cluster: Cluster, name: str, fault: Callable[[Publisher], Non
 
             injector = threading.Thread(target=guarded, daemon=True)
             injector.start()
-            if not _settle(streams, lambda: not injector.is_alive(), 90):
-                problems.append("the fault did not finish within 90 s")
+            if not _settle(streams, lambda: not injector.is_alive(), 60):
+                problems.append("the fault did not finish within 60 s")
             recovered_from = publisher.answered
-            if not _settle(streams, lambda: bool(publisher.errors) or publisher.acked_from(recovered_from + AFTER), 60):
-                problems.append(f"no push after #{recovered_from + AFTER} was acknowledged within 60 s")
+            if not _settle(streams, lambda: bool(publisher.errors) or publisher.acked_from(recovered_from + AFTER), 30):
+                problems.append(f"no push after #{recovered_from + AFTER} was acknowledged within 30 s")
         finally:
             publisher.stop()
         last = publisher.acked[-1] if publisher.acked else -1
         # Every subscriber has the last acknowledged push: whatever it lacks now is lost.
-        if not _settle(streams, lambda: all(max(s.payloads, default=-1) >= last for s in streams.streams), 20):
+        if not _settle(streams, lambda: all(max(s.payloads, default=-1) >= last for s in streams.streams), 15):
             problems.append("some subscribers never received the last acknowledged push")
         problems += [f"fault: {exc!r}" for exc in failures] + [f"publisher: {exc!r}" for exc in publisher.errors]
         received = [(stream.payloads, stream.gaps) for stream in streams.streams]

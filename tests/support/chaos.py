@@ -124,8 +124,8 @@ class Publisher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the publisher did not stop within 30 s"
+        self._thread.join(45)  # a push being retried may take ServerClient's whole deadline
+        assert not self._thread.is_alive(), "the publisher did not stop within 45 s"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A real redis-server on a free loopback port, for the backplane tests.
 
-No persistence (``--save "" --appendonly no``): a restart starts from an empty dataset, the
-harshest case for resume. ``stop()`` and ``start()`` keep the port, so that the services
-under test see Redis go away and come back at the same address.
+No persistence by default (``--save "" --appendonly no``): a restart starts from an empty
+dataset, the harshest case for resume. ``appendonly=True`` turns AOF on (fsync every second,
+Redis's default), which a restart replays. ``stop()`` and ``start()`` keep the port, so that
+the services under test see Redis go away and come back at the same address.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from .server import LOG_DIR, free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, appendonly: bool = False) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.directory = directory
+        #: Read by each start(): set it between a stop() and a start() to change persistence.
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
         LOG_DIR.mkdir(exist_ok=True)
         self.log_path = LOG_DIR / f"redis-{self.port}.log"
@@ -39,7 +42,7 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
             "--dir",
             str(self.directory),
             "--logfile",
@@ -75,6 +78,12 @@ class RedisServer:
             self.process.kill()
             self.process.wait(10)
         self.process = None
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to redis-server (SIGSTOP and SIGCONT: a stall, as a long fork or a
+        paused VM looks to its clients)."""
+        assert self.process is not None
+        self.process.send_signal(signum)
 
     def subscribers(self) -> list[dict[str, str]]:
         """``CLIENT LIST`` entries of clients holding pub/sub subscriptions."""

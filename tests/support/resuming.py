@@ -69,16 +69,19 @@ class _Stream:
         self.decoder = SSEDecoder()
         self.last_event_id = ""
         self.payloads: list[Any] = []
+        #: How many payloads had arrived when each ``event: gap`` did: where the signal fell.
+        self.gaps: list[int] = []
         self.connects = 0
         self.reconnect_at: float | None = 0.0
 
 
 class ResumingStreams:
-    """``count`` streams on ``base_url``; each message's ``payload`` is kept, per stream, in order.
+    """``count`` streams on ``base_url``; each message's ``payload`` is kept, per stream, in order,
+    and where each ``event: gap`` fell among them.
 
-    A stream whose connection ends (EOF, reset, or a non-200 answer such as a proxy's 502)
-    reconnects after ``retry`` seconds (with jitter) and sends the id of the last event it
-    received as ``Last-Event-ID``.
+    A stream whose response ends (its last chunk or its Content-Length, EOF, reset, or a non-200
+    answer such as a proxy's 502) reconnects after ``retry`` seconds (with jitter) and sends the
+    id of the last event it received as ``Last-Event-ID``.
     """
 
     def __init__(self, base_url: str, count: int, params: dict[str, str], retry: float = 0.2) -> None:
@@ -149,6 +152,8 @@ class ResumingStreams:
         for event in stream.decoder.feed(stream.body.feed(data)):
             if event.event == "message":
                 stream.payloads.append(json.loads(event.data)["payload"])
+            elif event.event == "gap":
+                stream.gaps.append(len(stream.payloads))
         stream.last_event_id = stream.decoder.last_event_id or stream.last_event_id
         if stream.body.finished:
             self._schedule(stream)

@@ -256,7 +256,7 @@ def test_a_restarted_replica_receives_new_streams_within_seconds(redis_server: R
 def test_a_push_with_an_idempotency_key_goes_through_nginx_like_any_other(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    # nginx sends a push with the header through its @idempotent location (which may resend
+    # nginx sends a push with the header through its @keyed_push location (which may resend
     # it): method, body, headers and answer must come through unchanged. A batch carries its
     # keys in its items, which nginx cannot read; the header on a batch is refused through it.
     with cluster(redis_server, tmp_path / "nginx", (1,)) as (_, nginx):
@@ -283,4 +283,4 @@ def test_a_push_with_an_idempotency_key_goes_through_nginx_like_any_other(
             assert refused.status_code == 401, refused.text
             assert "error" in refused.json()
             streams.run_until(lambda: all(p == [0, 1] for p in streams.payloads()), 30)
-        assert "@idempotent" not in nginx.error_log()
+        assert "@keyed_push" not in nginx.error_log()

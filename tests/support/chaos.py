@@ -10,10 +10,8 @@ something, which is all the promise asks.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
-import typing
 import uuid
 from bisect import bisect_right
 from collections import Counter
@@ -29,14 +27,8 @@ from flask_impulse.errors import ServerClientError
 NOTHING_PUBLISHED = "Backplane unavailable"
 #: The ``error`` of a 503 whose outcome is unknown: it may or may not have been delivered.
 OUTCOME_UNKNOWN = "Outcome unknown"
-#: The only non-2xx answers a publisher may see in these experiments (PROTOCOL.md).
+#: The only non-2xx answers a publisher may see in these experiments (docs/protocol.md, section 7).
 DOCUMENTED_503 = frozenset({NOTHING_PUBLISHED, OUTCOME_UNKNOWN})
-
-#: Whether ServerClient.push takes the publisher's own idempotency key (issue 10, item 2;
-#: its typed overloads name it). Once every branch has it, pass the key unconditionally.
-PUSH_TAKES_A_KEY = any(
-    "idempotency_key" in inspect.signature(push).parameters for push in typing.get_overloads(ServerClient.push)
-)
 
 
 @dataclass(frozen=True)
@@ -82,11 +74,8 @@ class Publisher:
         return self
 
     def _push(self, number: int) -> None:
-        if PUSH_TAKES_A_KEY:
-            key = f"chaos-{self._run_id}-{number}"
-            self.client.push(self.channel, number, idempotency_key=key)  # type: ignore[call-overload]
-        else:
-            self.client.push(self.channel, number)
+        # A key of our own per number, so that a retry of ServerClient's never delivers twice.
+        self.client.push(self.channel, number, idempotency_key=f"chaos-{self._run_id}-{number}")
 
     def _run(self) -> None:
         interval = 1 / self.rate

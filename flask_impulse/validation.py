@@ -26,7 +26,7 @@ _SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 
 #: The keys a push object and its audience may hold. Anything else is refused rather than
 #: ignored: a misspelled ``audience`` or ``tokens`` would otherwise turn a private push into a
-#: broadcast. ``idempotencyKey`` names a push for deduplication (PROTOCOL.md, section 3).
+#: broadcast. ``idempotencyKey`` names a push for deduplication (docs/protocol.md, section 3.3).
 PUSH_KEYS = frozenset({"channel", "payload", "audience", "idempotencyKey"})
 AUDIENCE_KEYS = frozenset({"tokens", "topic"})
 

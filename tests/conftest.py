@@ -40,7 +40,7 @@ class Service:
     """A running broker, and where its endpoint is mounted."""
 
     server: LiveServer
-    base: str  # BASE of PROTOCOL.md: the stream and push endpoint
+    base: str  # BASE of docs/protocol.md: the stream and push endpoint
     secret: str
 
     def push(self, body: object, secret: str | None = None, **kwargs: object) -> requests.Response:

@@ -1,4 +1,4 @@
-"""Limits answer with clear JSON errors (PROTOCOL.md section 2): too many connections (503 +
+"""Limits answer with clear JSON errors (docs/protocol.md section 2.7): too many connections (503 +
 Retry-After), body too large (413, chunked bodies too), too many pushes (429 + Retry-After)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The official npm client, ``@impulselab/realtime@0.1.1`` in Node 20 with the npm ``eventsource``
-as its global ``EventSource``, works unchanged against flask-impulse (PROTOCOL.md section 1).
+as its global ``EventSource``, works unchanged against flask-impulse (docs/protocol.md section 1).
 
 One Node run per mounting (standalone at ``/``, embedded under ``/realtime``) plays every
 scenario below; each test then checks one behaviour in that run's results. Handlers are told

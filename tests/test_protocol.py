@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 1 against a live gunicorn + gevent server, standalone and embedded."""
+"""docs/protocol.md section 1 against a live gunicorn + gevent server, standalone and embedded."""
 
 from __future__ import annotations
 

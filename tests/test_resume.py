@@ -1,4 +1,4 @@
-"""Ids and resume (PROTOCOL.md section 2) against a live gunicorn + gevent server: a client
+"""Ids and resume (docs/protocol.md sections 2.1 to 2.3) against a live gunicorn + gevent server: a client
 that drops and comes back with Last-Event-ID gets what it missed exactly once, in order, and
 only what its audience allows; an id that cannot be honoured gives ``event: gap`` first."""
 

@@ -10,15 +10,16 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, has_app_context
 
-from . import metrics, redaction
-from .access import Gatekeeper, PublishHook, SubscribeHook
+from . import metrics
+from .security import redaction
+from .security.access import Gatekeeper, PublishHook, SubscribeHook
 from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, SecuritySettings, Settings
-from .cors import cors_options
+from .security.cors import cors_options
 from .errors import ConfigurationError
-from .ratelimit import PushRateLimiter
-from .tokens import issue_token
+from .security.ratelimit import PushRateLimiter
+from .security.tokens import issue_token
 from .validation import check_idempotency_key, check_name, parse_tokens, parse_topic
 
 EXTENSION_KEY = "impulse"

@@ -24,7 +24,7 @@ from . import instance
 from .broker import live_brokers
 from .broker.connection import allow_direct_writes
 from .metrics import forget_worker
-from .redaction import REDACTED, SECRET_ATOMS, RedactingFilter, install, redact
+from .security.redaction import REDACTED, SECRET_ATOMS, RedactingFilter, install, redact
 
 # Every log record of the arbiter and its workers, whatever logger makes it, is redacted.
 install()

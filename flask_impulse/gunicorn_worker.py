@@ -22,8 +22,8 @@ from gunicorn.workers import ggevent
 from gunicorn.workers.ggevent import GeventWorker
 
 from . import _json
-from .redaction import redact
-from .security_headers import add_security_headers
+from .security.redaction import redact
+from .security.headers import add_security_headers
 
 # Statuses that are not 400, by gunicorn exception class name (names, so that classes a
 # gunicorn version lacks cost nothing).

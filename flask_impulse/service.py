@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .config import DEFAULTS
 from .errors import ConfigurationError
 from .extension import EXTENSION_KEY, Impulse
-from .security_headers import add_security_headers
+from .security.headers import add_security_headers
 from .views import error_response
 
 #: The reference broker's environment variables, and the settings they stand for.

@@ -292,7 +292,7 @@ def test_trusted_proxies_give_the_client_address_to_the_per_address_limit() -> N
     ],
 )
 def test_per_address_quota_counts_an_ipv6_client_by_its_64(first: str, second: str, same: bool) -> None:
-    from flask_impulse.quotas import StreamQuotas, TooManyStreams
+    from flask_impulse.security.quotas import StreamQuotas, TooManyStreams
 
     quotas = StreamQuotas(per_ip=1, per_token=0)
     release = quotas.acquire(first, None)
@@ -329,7 +329,7 @@ def test_hooks_run_after_the_quota_and_a_denied_stream_gives_its_place_back() ->
 
 def test_this_host_and_private_networks_are_not_counted_per_address_by_default() -> None:
     from flask_impulse.config import DEFAULTS
-    from flask_impulse.quotas import StreamQuotas, TooManyStreams
+    from flask_impulse.security.quotas import StreamQuotas, TooManyStreams
 
     quotas = StreamQuotas(per_ip=1, per_token=1, exempt=DEFAULTS["IMPULSE_STREAMS_PER_IP_EXEMPT"].split(","))
     for proxy in ("127.0.0.1", "::1", "10.1.2.3", "172.20.0.5", "192.168.1.1", "fd00::1", "::ffff:10.0.0.1"):

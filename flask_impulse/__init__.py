@@ -21,9 +21,9 @@ from .security.tokens import issue_token
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .security.access import PublishRequest, SubscribeRequest
     from .client import EventStream, PushResult, RealtimeClient, ServerClient
     from .extension import Impulse
+    from .security.access import PublishRequest, SubscribeRequest
 
 
 def __getattr__(name: str) -> Any:

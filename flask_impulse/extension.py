@@ -11,13 +11,13 @@ from typing import Any, ParamSpec, TypeVar, overload
 from flask import Blueprint, Flask, current_app, has_app_context
 
 from . import metrics
-from .security import redaction
-from .security.access import Gatekeeper, PublishHook, SubscribeHook
 from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, SecuritySettings, Settings
-from .security.cors import cors_options
 from .errors import ConfigurationError
+from .security import redaction
+from .security.access import Gatekeeper, PublishHook, SubscribeHook
+from .security.cors import cors_options
 from .security.ratelimit import PushRateLimiter
 from .security.tokens import issue_token
 from .validation import check_idempotency_key, check_name, parse_tokens, parse_topic

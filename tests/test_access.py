@@ -250,7 +250,7 @@ def test_embedded_push_hook_refuses_with_403(secured: str) -> None:
 
 # -- the standalone service's settings ---------------------------------------------------------------
 def test_secret_lists_from_the_environment_add_to_realtime_secret() -> None:
-    from flask_impulse.service import config_from_environment
+    from flask_impulse.server.service import config_from_environment
 
     environ = {"REALTIME_SECRET": "a,with-comma", "REALTIME_SECRETS": "b, c", "IMPULSE_SECRETS": "c,d"}
     assert config_from_environment(environ)["IMPULSE_SECRET"] == ["a,with-comma", "b", "c", "d"]
@@ -259,14 +259,14 @@ def test_secret_lists_from_the_environment_add_to_realtime_secret() -> None:
 
 
 def test_repeated_secret_flag_keeps_every_secret() -> None:
-    from flask_impulse.cli import build_parser, service_config
+    from flask_impulse.server.cli import build_parser, service_config
 
     args = build_parser().parse_args(["--secret", "new", "--secret", "old"])
     assert service_config(args)["IMPULSE_SECRET"] == ["new", "old"]
 
 
 def test_trusted_proxies_give_the_client_address_to_the_per_address_limit() -> None:
-    from flask_impulse.service import create_app
+    from flask_impulse.server.service import create_app
 
     app = create_app(
         {"IMPULSE_SECRET": secrets.PUSH_SECRET, "IMPULSE_TRUSTED_PROXIES": 1, "IMPULSE_MAX_STREAMS_PER_IP": 1}

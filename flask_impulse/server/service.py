@@ -13,8 +13,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import DEFAULTS
 from ..errors import ConfigurationError
-from ..extension import EXTENSION_KEY, Impulse
+from ..extension import Impulse
 from ..security.headers import add_security_headers
+from ..state import EXTENSION_KEY
 from ..views import error_response
 
 #: The reference broker's environment variables, and the settings they stand for.

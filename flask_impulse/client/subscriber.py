@@ -21,11 +21,11 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from . import _json
-from .channels import Channel, Event, Push, Tokens
-from .errors import MissedMessages, RealtimeClientError, ServerClientError
-from .sse import ServerSentEvent, SSEDecoder
-from .validation import check_idempotency_key
+from .. import _json
+from ..channels import Channel, Event, Push, Tokens
+from ..errors import MissedMessages, RealtimeClientError, ServerClientError
+from ..sse import ServerSentEvent, SSEDecoder
+from ..validation import check_idempotency_key
 
 T = TypeVar("T")
 

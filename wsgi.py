@@ -1,10 +1,10 @@
-"""The standalone service for gunicorn:
+"""The standalone service for gunicorn, from a checkout:
 
     gunicorn -c python:flask_impulse.gunicorn_config -b 0.0.0.0:8080 wsgi:app
 
-Configured from the environment (REALTIME_SECRET, CORS_ORIGIN, IMPULSE_*...).
+The same app as ``flask_impulse.wsgi:app``, which a pip install serves from any directory.
 """
 
-from flask_impulse.service import create_app
+from flask_impulse.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

@@ -245,7 +245,7 @@ def redis() -> Server:
 def has_redis_backplane(redis_url: str) -> bool:
     """Whether this checkout's service accepts IMPULSE_REDIS_URL (the Redis backplane exists)."""
     probe = (
-        "from flask_impulse.service import create_app\n"
+        "from flask_impulse.server.service import create_app\n"
         f"create_app({{'IMPULSE_SECRET': 'probe', 'IMPULSE_REDIS_URL': {redis_url!r}}})\n"
     )
     result = subprocess.run(

@@ -16,14 +16,14 @@ from .errors import (
     RealtimeClientError,
     ServerClientError,
 )
-from .tokens import issue_token
+from .security.tokens import issue_token
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .access import PublishRequest, SubscribeRequest
     from .client import EventStream, PushResult, RealtimeClient, ServerClient
     from .extension import Impulse
+    from .security.access import PublishRequest, SubscribeRequest
 
 
 def __getattr__(name: str) -> Any:
@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
         return Impulse
     if name in ("PublishRequest", "SubscribeRequest"):
-        from . import access
+        from .security import access
 
         return getattr(access, name)
     raise AttributeError(f"module 'flask_impulse' has no attribute {name!r}")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 from . import _json
+from ._missing import MISSING
 from .errors import ConfigurationError, InvalidPayload
 
 T = TypeVar("T")
@@ -129,8 +130,6 @@ class Channel(Generic[T]):
     def validate(self, payload: Any) -> None:
         """Raise :class:`InvalidPayload`, naming the wrong field, unless the JSON form of
         ``payload`` is a valid value of the payload type."""
-        from .validation import MISSING
-
         if payload is MISSING:
             raise InvalidPayload(f"payload: required on channel {self.name}")
         self.prepare_validation()

@@ -4,41 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, has_app_context
 
-from . import metrics, redaction
-from .access import Gatekeeper, PublishHook, SubscribeHook
+from . import metrics
 from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, SecuritySettings, Settings
-from .cors import cors_options
 from .errors import ConfigurationError
-from .ratelimit import PushRateLimiter
-from .tokens import issue_token
+from .security import redaction
+from .security.access import Gatekeeper, PublishHook, SubscribeHook
+from .security.cors import cors_options
+from .security.ratelimit import PushRateLimiter
+from .security.tokens import issue_token
+from .state import EXTENSION_KEY, ImpulseState
 from .validation import check_idempotency_key, check_name, parse_tokens, parse_topic
-
-EXTENSION_KEY = "impulse"
+from .views import create_blueprint
 
 T = TypeVar("T")
 P = ParamSpec("P")
 Hook = TypeVar("Hook", SubscribeHook, PublishHook)
-
-
-@dataclass
-class ImpulseState:
-    """What one app's extension holds, in ``app.extensions["impulse"]``."""
-
-    settings: Settings
-    broker: Broker
-    cors_options: Any = field(repr=False)
-    gatekeeper: Gatekeeper = field(repr=False)
-    #: The declared channels of the extension (shared with it), by name.
-    channels: Mapping[str, Channel[Any]] = field(default_factory=dict)
-    push_rate_limiter: PushRateLimiter | None = None
 
 
 class Impulse:
@@ -60,8 +47,6 @@ class Impulse:
         if unknown:
             raise TypeError(f"unknown Impulse options: {', '.join(sorted(unknown))}")
         self._options = {f"IMPULSE_{name.upper()}": value for name, value in options.items()}
-        from .views import create_blueprint
-
         self.blueprint: Blueprint = create_blueprint()
         self._subscribe_hooks: list[SubscribeHook] = []
         self._publish_hooks: list[PublishHook] = []

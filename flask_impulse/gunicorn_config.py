@@ -1,10 +1,11 @@
-"""gunicorn settings and hooks for serving SSE: ``gunicorn -c python:flask_impulse.gunicorn_config wsgi:app``.
+"""gunicorn settings and hooks for serving SSE:
+``gunicorn -c python:flask_impulse.gunicorn_config flask_impulse.wsgi:app``.
 
 What they fix in gunicorn's defaults, for long-lived streams:
 
 - gevent workers, with ``worker_connections`` raised from 1,000 (which silently caps streams);
 - access and error logs that never show a token or secret (query, ``Authorization``, cookies);
-- request-size limits set explicitly, and answered in JSON by the worker (``gunicorn_worker``);
+- request-size limits set explicitly, and answered in JSON by the worker (``server.worker``);
 - on a worker's exit (SIGTERM, SIGINT, SIGQUIT, a restart by SIGHUP or ``max_requests``),
   every stream is ended within ``IMPULSE_DRAIN_WINDOW`` seconds with a ``retry:`` hint,
   instead of being held until ``graceful_timeout`` or cut all at once;
@@ -24,7 +25,7 @@ from . import instance
 from .broker import live_brokers
 from .broker.connection import allow_direct_writes
 from .metrics import forget_worker
-from .redaction import REDACTED, SECRET_ATOMS, RedactingFilter, install, redact
+from .security.redaction import REDACTED, SECRET_ATOMS, RedactingFilter, install, redact
 
 # Every log record of the arbiter and its workers, whatever logger makes it, is redacted.
 install()
@@ -34,7 +35,7 @@ install()
 gevent.config.track_greenlet_tree = False
 
 # gunicorn's gevent worker, answering malformed and oversized requests in JSON.
-worker_class = "flask_impulse.gunicorn_worker.ImpulseGeventWorker"
+worker_class = "flask_impulse.server.worker.ImpulseGeventWorker"
 worker_connections = 20_100
 # gevent workers notify the arbiter from their own loop, so streams never trip this.
 timeout = 30

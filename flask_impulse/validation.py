@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _json
+from ._missing import MISSING
 from .config import Settings
 from .errors import PushError
 
@@ -29,16 +30,6 @@ _SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 #: broadcast. ``idempotencyKey`` names a push for deduplication (docs/protocol.md, section 3.3).
 PUSH_KEYS = frozenset({"channel", "payload", "audience", "idempotencyKey"})
 AUDIENCE_KEYS = frozenset({"tokens", "topic"})
-
-
-class _Missing:
-    """A push without a ``payload`` key: encoded without one, as the reference broker does."""
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
 
 
 @dataclass(frozen=True, slots=True)

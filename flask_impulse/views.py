@@ -17,16 +17,16 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 from . import _json, metrics
-from .access import Admission
-from .auth import check_publisher
 from .broker import Connection, Draft, Published
 from .broker.connection import abort_when_unacknowledged, direct_writes_allowed
 from .errors import PushError
-from .extension import EXTENSION_KEY, ImpulseState
 from .readiness import check_delivery
-from .redaction import note_request_secrets
-from .security_headers import add_security_headers
+from .security.access import Admission
+from .security.auth import check_publisher
+from .security.headers import add_security_headers
+from .security.redaction import note_request_secrets
 from .sse import encode_comment, encode_event, encode_retry
+from .state import EXTENSION_KEY, ImpulseState
 from .validation import PushRequest, check_name, parse_idempotency_header, parse_push_body
 
 STREAM_HEADERS = {

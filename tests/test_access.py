@@ -250,7 +250,7 @@ def test_embedded_push_hook_refuses_with_403(secured: str) -> None:
 
 # -- the standalone service's settings ---------------------------------------------------------------
 def test_secret_lists_from_the_environment_add_to_realtime_secret() -> None:
-    from flask_impulse.service import config_from_environment
+    from flask_impulse.server.service import config_from_environment
 
     environ = {"REALTIME_SECRET": "a,with-comma", "REALTIME_SECRETS": "b, c", "IMPULSE_SECRETS": "c,d"}
     assert config_from_environment(environ)["IMPULSE_SECRET"] == ["a,with-comma", "b", "c", "d"]
@@ -259,14 +259,14 @@ def test_secret_lists_from_the_environment_add_to_realtime_secret() -> None:
 
 
 def test_repeated_secret_flag_keeps_every_secret() -> None:
-    from flask_impulse.cli import build_parser, service_config
+    from flask_impulse.server.cli import build_parser, service_config
 
     args = build_parser().parse_args(["--secret", "new", "--secret", "old"])
     assert service_config(args)["IMPULSE_SECRET"] == ["new", "old"]
 
 
 def test_trusted_proxies_give_the_client_address_to_the_per_address_limit() -> None:
-    from flask_impulse.service import create_app
+    from flask_impulse.server.service import create_app
 
     app = create_app(
         {"IMPULSE_SECRET": secrets.PUSH_SECRET, "IMPULSE_TRUSTED_PROXIES": 1, "IMPULSE_MAX_STREAMS_PER_IP": 1}
@@ -292,7 +292,7 @@ def test_trusted_proxies_give_the_client_address_to_the_per_address_limit() -> N
     ],
 )
 def test_per_address_quota_counts_an_ipv6_client_by_its_64(first: str, second: str, same: bool) -> None:
-    from flask_impulse.quotas import StreamQuotas, TooManyStreams
+    from flask_impulse.security.quotas import StreamQuotas, TooManyStreams
 
     quotas = StreamQuotas(per_ip=1, per_token=0)
     release = quotas.acquire(first, None)
@@ -329,7 +329,7 @@ def test_hooks_run_after_the_quota_and_a_denied_stream_gives_its_place_back() ->
 
 def test_this_host_and_private_networks_are_not_counted_per_address_by_default() -> None:
     from flask_impulse.config import DEFAULTS
-    from flask_impulse.quotas import StreamQuotas, TooManyStreams
+    from flask_impulse.security.quotas import StreamQuotas, TooManyStreams
 
     quotas = StreamQuotas(per_ip=1, per_token=1, exempt=DEFAULTS["IMPULSE_STREAMS_PER_IP_EXEMPT"].split(","))
     for proxy in ("127.0.0.1", "::1", "10.1.2.3", "172.20.0.5", "192.168.1.1", "fd00::1", "::ffff:10.0.0.1"):

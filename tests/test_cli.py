@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from flask_impulse.cli import build_parser, service_config
-from flask_impulse.service import create_app
+from flask_impulse.server.cli import build_parser, service_config
+from flask_impulse.server.service import create_app
 from tests.support import secrets
 from tests.support.server import ROOT, LiveServer, free_port
 from tests.support.streams import SSEStream

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from flask_impulse.service import create_app
+from flask_impulse.server.service import create_app
 from tests.conftest import SECRET
 from tests.support.fleet import StreamFleet, record_figure, wait_for_workers, wait_until, worker_pids
 from tests.support.resuming_client import ResumingClient

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from flask_impulse.errors import PushError
-from flask_impulse.ratelimit import PushRateLimiter
+from flask_impulse.security.ratelimit import PushRateLimiter
 from tests.apps.faults import OTHER_SECRET, SECRET
 from tests.support.fleet import wait_until
 from tests.support.server import LiveServer

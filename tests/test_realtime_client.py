@@ -218,6 +218,35 @@ def test_retry_attempts_exhausted_is_reported_through_on_error() -> None:
     assert states.items[0] == "connecting"
 
 
+class LockCheckingClient(RealtimeClient):
+    """Records every change of ``reconnects`` made without holding the client's lock."""
+
+    unlocked_changes = 0
+
+    @property  # type: ignore[override]
+    def reconnects(self) -> int:
+        return self._reconnect_count
+
+    @reconnects.setter
+    def reconnects(self, value: int) -> None:
+        if value and not self._lock._is_owned():  # type: ignore[attr-defined]
+            self.unlocked_changes += 1
+        self._reconnect_count = value
+
+
+def test_reconnects_are_counted_under_the_clients_lock() -> None:
+    """The supervisor thread counts a reconnect while get_stats() may be reading it: the count
+    changes under the client's lock, never beside it."""
+    port = free_port()  # nothing listens there
+    errors = Recorder()
+    with LockCheckingClient(f"http://127.0.0.1:{port}/", retry_attempts=2, retry_delay=0.02) as realtime:
+        realtime.on_error(errors)
+        realtime.subscribe("anything", lambda event: None)
+        errors.wait_for(lambda items: any(getattr(error, "final", False) for error in items))
+        assert realtime.get_stats()["reconnects"] == 2
+        assert realtime.unlocked_changes == 0
+
+
 def test_states_go_connecting_connected_disconnected_connected_across_a_server_restart() -> None:
     port = free_port()
     channel = unique()

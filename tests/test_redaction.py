@@ -15,8 +15,8 @@ from flask import Flask
 from gunicorn.http import errors
 
 from flask_impulse.gunicorn_config import RedactedAtoms
-from flask_impulse.gunicorn_worker import error_status
-from flask_impulse.redaction import RedactingFilter, add_known_secrets, install, note_request_secrets, redact
+from flask_impulse.security.redaction import RedactingFilter, add_known_secrets, install, note_request_secrets, redact
+from flask_impulse.server.worker import error_status
 from tests.support import secrets
 from tests.support.secrets import leaks, make_token
 

@@ -294,7 +294,7 @@ def test_cli_accepts_several_workers_with_redis_and_names_the_backplane(cli_two_
 
 def test_redis_url_is_checked_before_forking() -> None:
     result = run_python(
-        "import sys\nfrom flask_impulse.cli import main\n"
+        "import sys\nfrom flask_impulse.server.cli import main\n"
         "sys.exit(main(['--secret', 's', '--workers', '2', '--redis-url', 'localhost:6379']))"
     )
     assert result.returncode == 2

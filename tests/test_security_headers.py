@@ -12,7 +12,7 @@ import requests
 from flask import Flask
 
 from flask_impulse import Impulse
-from flask_impulse.service import create_app
+from flask_impulse.server.service import create_app
 from tests.support import secrets
 from tests.support.server import LiveServer
 

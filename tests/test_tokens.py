@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from flask_impulse import ConfigurationError, issue_token
-from flask_impulse.tokens import Grant, TokenKeys, TokenRejected, TokenVerifier, matches
+from flask_impulse.security.tokens import Grant, TokenKeys, TokenRejected, TokenVerifier, matches
 from tests.support import secrets
 from tests.support.secrets import make_token
 

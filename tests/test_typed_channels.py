@@ -255,7 +255,7 @@ def test_flask_cli_impulse_typescript_reads_the_apps_channels(tmp_path: Path) ->
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     declared = setup["options.entry_points"]["flask.commands"].strip()
-    assert declared == "impulse = flask_impulse.commands:impulse_group"
+    assert declared == "impulse = flask_impulse.server.commands:impulse_group"
     dist_info = tmp_path / "flask_impulse_entry_points-0.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: flask-impulse-entry-points\nVersion: 0\n")
@@ -347,7 +347,7 @@ def test_a_wrong_payload_against_the_generated_types_fails_to_compile(ts_dir: Pa
 
 
 def test_the_entry_point_group_is_a_click_group() -> None:
-    from flask_impulse.commands import impulse_group
+    from flask_impulse.server.commands import impulse_group
 
     assert "typescript" in impulse_group.commands
     assert json.dumps(sorted(impulse_group.commands)) == '["typescript"]'

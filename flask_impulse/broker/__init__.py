@@ -21,9 +21,9 @@ import blinker
 import gevent
 
 from .. import _json, metrics
+from .._missing import MISSING
 from ..errors import PushError
 from ..instance import StreamCount
-from ..validation import MISSING
 from .backplane import Backplane, Draft, MemoryBackplane, Published
 from .connection import Connection
 from .history import Replay

@@ -10,7 +10,7 @@ from flask import Flask, jsonify, request
 from flask_impulse import Impulse
 from flask_impulse.broker import Draft, MemoryBackplane, Published
 from flask_impulse.config import Settings
-from flask_impulse.service import config_from_environment
+from flask_impulse.server.service import config_from_environment
 
 SECRET = "faults-secret"
 OTHER_SECRET = "faults-other-secret"  # a second publisher, for the rate limit

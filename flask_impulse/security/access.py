@@ -14,12 +14,13 @@ from typing import Any
 import gevent
 from flask import Request, current_app
 
-from .broker import Connection
-from .config import SecuritySettings
-from .errors import AccessDenied
+from .._missing import MISSING
+from ..broker import Connection
+from ..config import SecuritySettings
+from ..errors import AccessDenied
+from ..validation import PushRequest, check_name
 from .quotas import StreamQuotas
 from .tokens import Grant, TokenKeys, TokenRejected, TokenVerifier, matches
-from .validation import MISSING, PushRequest, check_name
 
 
 @dataclass(frozen=True)

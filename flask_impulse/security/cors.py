@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint
 from flask_cors.core import get_cors_options
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
 _LABELS = r"[a-z0-9-]+(?:\.[a-z0-9-]+)*"

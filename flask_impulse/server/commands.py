@@ -14,9 +14,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .channels import Channel, channels_of, load_channels
-from .errors import ConfigurationError
-from .typescript import TypeScriptError, render_realtime_types
+from ..channels import Channel, channels_of, load_channels
+from ..errors import ConfigurationError
+from ..typescript import TypeScriptError, render_realtime_types
 
 impulse_group = AppGroup("impulse", help="flask-impulse: realtime channels over Server-Sent Events.")
 

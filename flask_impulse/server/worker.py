@@ -21,9 +21,9 @@ from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import ggevent
 from gunicorn.workers.ggevent import GeventWorker
 
-from . import _json
-from .redaction import redact
-from .security_headers import add_security_headers
+from .. import _json
+from ..security.headers import add_security_headers
+from ..security.redaction import redact
 
 # Statuses that are not 400, by gunicorn exception class name (names, so that classes a
 # gunicorn version lacks cost nothing).

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from .errors import AccessDenied, ConfigurationError
+from ..errors import AccessDenied, ConfigurationError
 
 #: Seconds a refused client is asked to wait: its own streams must close first.
 RETRY_AFTER = "5"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from .errors import PushError
+from ..errors import PushError
 
 
 def check_publisher(authorization: str | None, secrets: tuple[str, ...]) -> str:

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 
-from .errors import PushError
+from ..errors import PushError
 
 #: Buckets kept before idle (full) ones are forgotten; bounds memory when publishers are
 #: told apart by address.

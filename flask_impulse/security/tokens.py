@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, ImpulseError
-from .validation import check_name
+from ..errors import ConfigurationError, ImpulseError
+from ..validation import check_name
 
 if TYPE_CHECKING:
     from types import ModuleType

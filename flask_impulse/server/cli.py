@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from . import __version__, gunicorn_config
-from .errors import ConfigurationError
+from .. import __version__, gunicorn_config
+from ..errors import ConfigurationError
 from .service import combine_secrets, config_from_environment, create_app, rotation_secrets
 
 

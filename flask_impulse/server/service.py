@@ -11,11 +11,12 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import DEFAULTS
-from .errors import ConfigurationError
-from .extension import EXTENSION_KEY, Impulse
-from .security_headers import add_security_headers
-from .views import error_response
+from ..config import DEFAULTS
+from ..errors import ConfigurationError
+from ..extension import Impulse
+from ..security.headers import add_security_headers
+from ..state import EXTENSION_KEY
+from ..views import error_response
 
 #: The reference broker's environment variables, and the settings they stand for.
 ENVIRONMENT_ALIASES = {
@@ -84,7 +85,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     # No static folder: Flask's /static/ route would serve the browser client a second time,
     # with a guessed content type and without CORS; it lives at /client.js and /client.d.ts.
-    app = Flask("flask_impulse.service", static_folder=None)
+    app = Flask(__name__, static_folder=None)
     app.config.update(config_from_environment())
     app.config.update(config or {})
     if not app.config.get("IMPULSE_SECRET") and not app.config.get("IMPULSE_PUSH_WITHOUT_SECRET"):

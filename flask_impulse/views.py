@@ -178,7 +178,7 @@ def _names_refuse_the_subscription() -> Iterator[None]:
     try:
         yield
     except PushError as exc:
-        raise SubscriptionRefused(exc.error, exc.details, status=exc.status, headers=exc.headers) from None
+        raise SubscriptionRefused(exc.error, exc.details, status=exc.status, headers=exc.headers) from exc
 
 
 def _optional_query(name: str, max_length: int) -> str | None:

@@ -199,27 +199,31 @@ class Settings:
 
     def _validate(self) -> None:
         if self.heartbeat_interval <= 0:
-            raise ValueError("IMPULSE_HEARTBEAT_INTERVAL must be a positive number of seconds")
+            raise ConfigurationError("IMPULSE_HEARTBEAT_INTERVAL must be a positive number of seconds")
         if self.history_size < 0 or self.history_ttl < 0 or self.history_max_bytes < 0:
-            raise ValueError(
+            raise ConfigurationError(
                 "IMPULSE_HISTORY_SIZE, IMPULSE_HISTORY_TTL and IMPULSE_HISTORY_MAX_BYTES must not be negative"
             )
         if self.idempotency_ttl < 0 or 0 < self.idempotency_ttl < 0.001:
-            raise ValueError("IMPULSE_IDEMPOTENCY_TTL must be 0 (off) or at least a millisecond (0.001 s)")
+            raise ConfigurationError("IMPULSE_IDEMPOTENCY_TTL must be 0 (off) or at least a millisecond (0.001 s)")
         if self.idempotency_max_keys < 1:
-            raise ValueError("IMPULSE_IDEMPOTENCY_MAX_KEYS must be positive")
+            raise ConfigurationError("IMPULSE_IDEMPOTENCY_MAX_KEYS must be positive")
         if self.queue_max_messages < 1 or self.queue_max_bytes < 1:
-            raise ValueError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
+            raise ConfigurationError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
         if self.redis_sent_timeout < 0:
-            raise ValueError("IMPULSE_REDIS_SENT_TIMEOUT must not be negative")
+            raise ConfigurationError("IMPULSE_REDIS_SENT_TIMEOUT must not be negative")
         if self.health_path == "/" or self.ready_path == "/":
-            raise ValueError("IMPULSE_HEALTH_PATH and IMPULSE_READY_PATH must not be the stream endpoint itself")
+            raise ConfigurationError(
+                "IMPULSE_HEALTH_PATH and IMPULSE_READY_PATH must not be the stream endpoint itself"
+            )
         if self.ready_path == self.health_path:
-            raise ValueError("IMPULSE_READY_PATH must differ from IMPULSE_HEALTH_PATH")
+            raise ConfigurationError("IMPULSE_READY_PATH must differ from IMPULSE_HEALTH_PATH")
         if self.metrics_path in ("/", self.health_path, self.ready_path):
-            raise ValueError("IMPULSE_METRICS_PATH must differ from the stream endpoint, health and readiness paths")
+            raise ConfigurationError(
+                "IMPULSE_METRICS_PATH must differ from the stream endpoint, health and readiness paths"
+            )
         if self.push_rate_limit < 0:
-            raise ValueError("IMPULSE_PUSH_RATE_LIMIT must not be negative (0 turns it off)")
+            raise ConfigurationError("IMPULSE_PUSH_RATE_LIMIT must not be negative (0 turns it off)")
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -299,10 +303,10 @@ class SecuritySettings:
         values["token_cookie"] = values["token_cookie"] or None
         settings = cls(**values)
         if min(settings.max_streams_per_ip, settings.max_streams_per_token, settings.trusted_proxies) < 0:
-            raise ValueError(
+            raise ConfigurationError(
                 "IMPULSE_MAX_STREAMS_PER_IP, IMPULSE_MAX_STREAMS_PER_TOKEN and IMPULSE_TRUSTED_PROXIES "
                 "must not be negative"
             )
         if settings.max_query_length < 1 or settings.jwt_leeway < 0:
-            raise ValueError("IMPULSE_MAX_QUERY_LENGTH must be positive and IMPULSE_JWT_LEEWAY not negative")
+            raise ConfigurationError("IMPULSE_MAX_QUERY_LENGTH must be positive and IMPULSE_JWT_LEEWAY not negative")
         return settings

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from .broker import Broker
-from .errors import PushError
+from .errors import PushError, TooManyConnections
 
 #: The probe's channel. The control character keeps it private: no subscriber or publisher
 #: can name it, since channel names with control characters are refused.
@@ -24,7 +24,7 @@ def check_delivery(broker: Broker, timeout: float = READY_TIMEOUT) -> str | None
     """Push to ``READY_CHANNEL`` and receive the push; None when it came back, else why not."""
     try:
         connection = broker.open((READY_CHANNEL,), None, None)
-    except PushError as exc:  # at its connection limit, or draining: not ready for more
+    except TooManyConnections as exc:  # at its connection limit, or draining: not ready for more
         return exc.details or exc.error
     try:
         published = broker.publish(broker.draft(READY_CHANNEL, {"probe": "ready"}, None, None))

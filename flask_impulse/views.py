@@ -3,11 +3,13 @@ registered under. Every answer that is not a stream is JSON, errors included."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hmac
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from . import _json, metrics
 from .broker import Connection, Draft, Published
 from .broker.connection import abort_when_unacknowledged, direct_writes_allowed
-from .errors import PushError
+from .errors import PushError, Refusal, SubscriptionRefused
 from .readiness import check_delivery
 from .security.access import Admission
 from .security.auth import check_publisher
@@ -51,31 +53,12 @@ def create_blueprint(name: str = "impulse") -> Blueprint:
     blueprint.before_request(_check_query_length)
     blueprint.after_request(_add_cors_headers)
     blueprint.after_request(_add_security_headers)
-    blueprint.register_error_handler(Exception, _json_error)
+    blueprint.register_error_handler(Exception, handle_error)
     return blueprint
 
 
 def _state() -> ImpulseState:
     return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
-
-
-def error_response(status: int, error: str, details: Any = None, headers: dict[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {"error": error}
-    if details is not None:
-        body["details"] = details
-    response = jsonify(body)
-    response.status_code = status
-    if headers:
-        response.headers.update(headers)
-    return response
-
-
-def refusal(exc: PushError) -> Response:
-    """The JSON answer to a refused request, with every field the refusal carries."""
-    response = jsonify(exc.to_json())
-    response.status_code = exc.status
-    response.headers.update(exc.headers)
-    return response
 
 
 def endpoint() -> Response:
@@ -85,7 +68,7 @@ def endpoint() -> Response:
         return push()
     if request.method == "OPTIONS":
         return Response(status=204)
-    return error_response(405, "Method not allowed")
+    raise Refusal("Method not allowed", status=405)
 
 
 def subpath(subpath: str) -> Response:
@@ -93,20 +76,16 @@ def subpath(subpath: str) -> Response:
     path = "/" + subpath
     if path in (state.settings.health_path, state.settings.ready_path):
         if request.method not in ("GET", "HEAD"):
-            return error_response(405, "Method not allowed")
-        denied = _check_health_token(state)
-        if denied is not None:
-            return denied
+            raise Refusal("Method not allowed", status=405)
+        _check_health_token(state)
         return health(state) if path == state.settings.health_path else readiness(state)
     if path == state.settings.metrics_path and request.method in ("GET", "HEAD"):
-        denied = _check_health_token(state)
-        if denied is not None:
-            return denied
+        _check_health_token(state)
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
     if subpath in BROWSER_CLIENT_FILES and request.method in ("GET", "HEAD"):
         return _browser_client(subpath)
-    return error_response(404, "Not found")
+    raise Refusal("Not found", status=404)
 
 
 #: The browser client, served beside the stream: ``import {createRealtimeClient} from "BASE/client.js"``.
@@ -124,29 +103,27 @@ def stream() -> Response:
     settings = state.settings
     channels = tuple(dict.fromkeys(c for c in request.args.getlist("channel") if c))
     if not channels:
-        return error_response(400, "channel query parameter is required")
+        raise SubscriptionRefused("channel query parameter is required")
     if len(channels) > settings.max_channels_per_stream:
-        return error_response(
-            400, "Too many channels", f"a stream may subscribe to at most {settings.max_channels_per_stream}"
+        raise SubscriptionRefused(
+            "Too many channels", f"a stream may subscribe to at most {settings.max_channels_per_stream}"
         )
-    try:
+    with _names_refuse_the_subscription():
         for channel in channels:
             check_name(channel, "channel", settings.max_channel_length)
         topic = _optional_query("topic", settings.max_topic_length)
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
         if last_event_id is not None and len(last_event_id) > 64:
-            raise PushError("Invalid request", "Last-Event-ID is not an id this service issued")
+            raise SubscriptionRefused("Invalid request", "Last-Event-ID is not an id this service issued")
         if state.broker.draining:
             return _come_back_later(settings.retry_ms)
         # Tokens, grants, quotas and hooks, for every channel, before anything is read.
         admission = state.gatekeeper.admit(channels, topic, request)
-    except PushError as exc:
-        return refusal(exc)
     try:
         connection = state.broker.open(channels, topic, admission.audience)
-    except PushError as exc:
+    except BaseException:
         admission.release()
-        return refusal(exc)
+        raise
 
     try:
         preamble = b"".join(encode_comment(f"Connected to channel: {channel}") for channel in channels)
@@ -194,6 +171,16 @@ def _come_back_later(retry_ms: int) -> Response:
     return Response(encode_retry(retry_ms + random.randint(0, retry_ms)), status=200, headers=STREAM_HEADERS)
 
 
+@contextlib.contextmanager
+def _names_refuse_the_subscription() -> Iterator[None]:
+    """``check_name`` refuses a bad name as a push body's (``PushError``); in a stream's
+    query or token the same answer refuses a subscription."""
+    try:
+        yield
+    except PushError as exc:
+        raise SubscriptionRefused(exc.error, exc.details, status=exc.status, headers=exc.headers) from exc
+
+
 def _optional_query(name: str, max_length: int) -> str | None:
     value = request.args.get(name)
     if not value:
@@ -205,30 +192,27 @@ def _optional_query(name: str, max_length: int) -> str | None:
 def push() -> Response:
     state = _state()
     settings = state.settings
-    try:
-        if not settings.secrets and not settings.push_without_secret:
-            raise PushError("Push endpoint disabled", "set IMPULSE_SECRET to enable the HTTP push endpoint", status=403)
-        publisher = request.remote_addr or ""
-        if settings.secrets:
-            publisher = check_publisher(request.headers.get("Authorization"), settings.secrets)
-        body = _read_body(settings.max_body_size)
-        parsed = _with_header_key(parse_push_body(body, settings))
-        batch = parsed if isinstance(parsed, list) else [parsed]
-        # A hook or the backplane may fail with audience tokens in the error's text.
-        note_request_secrets(token for item in batch for token in item.tokens or ())
-        if state.push_rate_limiter is not None:
-            state.push_rate_limiter.charge(publisher, len(batch))
-        state.gatekeeper.check_pushes(batch, request)
-        _validate_payloads(state, parsed)
-        broker = state.broker
-        if isinstance(parsed, list):
-            # One call for the whole batch: a shared backplane takes it all or none.
-            published = broker.publish_many([_draft(state, item) for item in parsed])
-            results = [_answer(p) for p in published]
-            return jsonify({"sent": sum(p.sent for p in published), "results": results})
-        return jsonify(_answer(broker.publish(_draft(state, parsed))))
-    except PushError as exc:
-        return refusal(exc)
+    if not settings.secrets and not settings.push_without_secret:
+        raise PushError("Push endpoint disabled", "set IMPULSE_SECRET to enable the HTTP push endpoint", status=403)
+    publisher = request.remote_addr or ""
+    if settings.secrets:
+        publisher = check_publisher(request.headers.get("Authorization"), settings.secrets)
+    body = _read_body(settings.max_body_size)
+    parsed = _with_header_key(parse_push_body(body, settings))
+    batch = parsed if isinstance(parsed, list) else [parsed]
+    # A hook or the backplane may fail with audience tokens in the error's text.
+    note_request_secrets(token for item in batch for token in item.tokens or ())
+    if state.push_rate_limiter is not None:
+        state.push_rate_limiter.charge(publisher, len(batch))
+    state.gatekeeper.check_pushes(batch, request)
+    _validate_payloads(state, parsed)
+    broker = state.broker
+    if isinstance(parsed, list):
+        # One call for the whole batch: a shared backplane takes it all or none.
+        published = broker.publish_many([_draft(state, item) for item in parsed])
+        results = [_answer(p) for p in published]
+        return jsonify({"sent": sum(p.sent for p in published), "results": results})
+    return jsonify(_answer(broker.publish(_draft(state, parsed))))
 
 
 def _answer(published: Published) -> dict[str, Any]:
@@ -296,7 +280,7 @@ def _read_body(limit: int) -> bytes:
 
 
 # -- health ------------------------------------------------------------------------------
-def _check_health_token(state: ImpulseState) -> Response | None:
+def _check_health_token(state: ImpulseState) -> None:
     expected = state.settings.health_token
     if expected is not None:
         # ?token= or a Bearer credential, as documented; a bare "Authorization: <token>" is
@@ -306,8 +290,7 @@ def _check_health_token(state: ImpulseState) -> Response | None:
         if not presented and authorization.startswith("Bearer "):
             presented = authorization[len("Bearer ") :]
         if not hmac.compare_digest(presented.encode(), expected.encode()):
-            return error_response(401, "Health check token required")
-    return None
+            raise Refusal("Health check token required", status=401)
 
 
 def health(state: ImpulseState) -> Response:
@@ -326,20 +309,19 @@ def health(state: ImpulseState) -> Response:
 def readiness(state: ImpulseState) -> Response:
     """Readiness: a push to a private channel must come back through a real connection."""
     if state.broker.draining:
-        return error_response(503, "Not ready", "the service is shutting down", {"Retry-After": "1"})
+        raise Refusal("Not ready", "the service is shutting down", status=503, headers={"Retry-After": "1"})
     problem = check_delivery(state.broker)
     if problem is not None:
-        return error_response(503, "Not ready", problem, {"Retry-After": "1"})
+        raise Refusal("Not ready", problem, status=503, headers={"Retry-After": "1"})
     return jsonify({"status": "ready", "connections": len(state.broker.connections)})
 
 
 # -- every answer --------------------------------------------------------------------------
-def _check_query_length() -> Response | None:
+def _check_query_length() -> None:
     """Our own limit, below gunicorn's 8190-byte request line, so that the answer is JSON."""
     limit = _state().gatekeeper.settings.max_query_length
     if len(request.query_string) > limit:
-        return error_response(414, "Query string too long", f"a query string may hold at most {limit} bytes")
-    return None
+        raise Refusal("Query string too long", f"a query string may hold at most {limit} bytes", status=414)
 
 
 def _add_cors_headers(response: Response) -> Response:
@@ -358,8 +340,21 @@ def _add_security_headers(response: Response) -> Response:
     return response
 
 
-def _json_error(exc: Exception) -> Response:
+def handle_error(exc: Exception) -> Response:
+    """The one error handler, of the blueprint and of the standalone service: a refusal is
+    answered as it says; Flask's own (a 404 or 405 outside the blueprint) keep their status
+    and name; anything else is a bug of ours, logged with its traceback, and a JSON 500."""
     if isinstance(exc, HTTPException):
-        return error_response(exc.code or 500, exc.name)
-    current_app.logger.exception("Unhandled error in flask-impulse")
-    return error_response(500, "Internal server error")
+        exc = Refusal(exc.name, status=exc.code or 500)
+    elif not isinstance(exc, Refusal):
+        current_app.logger.exception("Unhandled error in flask-impulse")
+        exc = Refusal("Internal server error", status=500)
+    return refusal_response(exc)
+
+
+def refusal_response(refusal: Refusal) -> Response:
+    """The JSON answer to a refused request, with every field and header the refusal carries."""
+    response = jsonify(refusal.to_json())
+    response.status_code = refusal.status
+    response.headers.update(refusal.headers)
+    return response

@@ -22,7 +22,7 @@ import gevent
 
 from .. import _json, metrics
 from .._missing import MISSING
-from ..errors import PushError
+from ..errors import PushError, TooManyConnections
 from ..instance import StreamCount
 from .backplane import Backplane, Draft, MemoryBackplane, Published
 from .connection import Connection
@@ -30,10 +30,6 @@ from .history import Replay
 from .message import Message, parse_id
 
 __all__ = ["Backplane", "Broker", "Connection", "Draft", "MemoryBackplane", "Message", "Published", "live_brokers"]
-
-
-class TooManyConnections(PushError):
-    status = 503
 
 
 _live_brokers: weakref.WeakSet[Broker] = weakref.WeakSet()

@@ -17,10 +17,10 @@ from flask import Request, current_app
 from .._missing import MISSING
 from ..broker import Connection
 from ..config import SecuritySettings
-from ..errors import AccessDenied
+from ..errors import AccessDenied, PushDenied, SubscriptionDenied, TokenRejected
 from ..validation import PushRequest, check_name
 from .quotas import StreamQuotas
-from .tokens import Grant, TokenKeys, TokenRejected, TokenVerifier, matches
+from .tokens import Grant, TokenKeys, TokenVerifier, matches
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Gatekeeper:
 
     # -- subscribers ----------------------------------------------------------------------
     def admit(self, channels: Sequence[str], topic: str | None, request: Request) -> Admission:
-        """Let a stream in, or raise ``AccessDenied`` (401, 403 or 429) naming the check.
+        """Let a stream in, or raise ``SubscriptionDenied`` (401, 403 or 429) naming the check.
 
         The cheap checks come first: token and grant, then quotas, and the hooks (which may
         ask a database) last, so that a flood past its quota costs the app nothing.
@@ -176,13 +176,14 @@ class Gatekeeper:
         try:
             return self.verifier.verify(token)
         except TokenRejected as exc:
-            raise _denied(exc.error, exc.reason, check="token", status=401) from None
+            raise _denied(SubscriptionDenied, exc.error, exc.reason, check="token", status=401) from None
 
     def _check_grant(self, grant: Grant | None, channel: str, topic: str | None) -> None:
         if any(matches(pattern, channel) for pattern in self.settings.public_channels):
             return
         if grant is None:
             raise _denied(
+                SubscriptionDenied,
                 "Token required",
                 "this channel is not public: present a token (?token=, Authorization: Bearer, or the cookie)",
                 check="token",
@@ -190,9 +191,17 @@ class Gatekeeper:
                 status=401,
             )
         if not grant.allows_channel(channel):
-            raise _denied("Forbidden", "the token's channels claim does not cover this channel", "channel", channel)
+            raise _denied(
+                SubscriptionDenied,
+                "Forbidden",
+                "the token's channels claim does not cover this channel",
+                "channel",
+                channel,
+            )
         if not grant.allows_topic(topic):
-            raise _denied("Forbidden", "the token's topics claim does not cover this topic", "topic", channel)
+            raise _denied(
+                SubscriptionDenied, "Forbidden", "the token's topics claim does not cover this topic", "topic", channel
+            )
 
     def _run_subscribe_hooks(
         self, channel: str, topic: str | None, token: str | None, grant: Grant | None, request: Request
@@ -208,7 +217,7 @@ class Gatekeeper:
             _unproxied(request),
         )
         for hook in self._subscribe_hooks:
-            _ask(hook, subscription, "authorize", channel)
+            _ask(hook, subscription, "authorize", channel, SubscriptionDenied)
 
     # -- publishers -------------------------------------------------------------------------
     def check_pushes(self, pushes: Sequence[PushRequest], request: Request) -> None:
@@ -222,7 +231,7 @@ class Gatekeeper:
                 push.channel, push.topic, push.tokens, None if push.payload is MISSING else push.payload, request
             )
             for hook in self._publish_hooks:
-                _ask(hook, publish, "authorize_push", push.channel)
+                _ask(hook, publish, "authorize_push", push.channel, PushDenied)
 
 
 def _unproxied(request: Request) -> Request:
@@ -231,18 +240,22 @@ def _unproxied(request: Request) -> Request:
     return get_object() if get_object is not None else request
 
 
-def _ask(hook: Callable[[Any], bool], question: Any, kind: str, channel: str) -> None:
+def _ask(hook: Callable[[Any], bool], question: Any, kind: str, channel: str, denial: type[AccessDenied]) -> None:
+    """A hook's verdict; a denial, its own ``AccessDenied`` included, is answered as ``denial``."""
     check = f"{kind}:{getattr(hook, '__name__', type(hook).__name__)}"
     try:
         answer = hook(question)
     except AccessDenied as exc:
-        raise _denied(exc.error, exc.details or "the hook denied it", check, channel, exc.status) from None
+        raise _denied(denial, exc.error, exc.details or "the hook denied it", check, channel, exc.status) from None
     if answer is not True:
-        raise _denied("Forbidden", f"the hook returned {type(answer).__name__}, not True", check, channel)
+        raise _denied(denial, "Forbidden", f"the hook returned {type(answer).__name__}, not True", check, channel)
 
 
-def _denied(error: str, reason: str, check: str, channel: str | None = None, status: int = 403) -> AccessDenied:
-    """The refusal a client sees: which check failed, and why only in debug mode."""
+def _denied(
+    denial: type[AccessDenied], error: str, reason: str, check: str, channel: str | None = None, status: int = 403
+) -> AccessDenied:
+    """The refusal a client sees, named for its side (``SubscriptionDenied`` or ``PushDenied``):
+    which check failed, and why only in debug mode."""
     headers = {"WWW-Authenticate": 'Bearer realm="impulse"'} if status == 401 else None
     details = reason if current_app.debug else None
-    return AccessDenied(details, error=error, check=check, channel=channel, status=status, headers=headers)
+    return denial(details, error=error, check=check, channel=channel, status=status, headers=headers)

@@ -16,16 +16,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from ..errors import AccessDenied, ConfigurationError
+from ..errors import ConfigurationError, TooManyStreams
 
 #: Seconds a refused client is asked to wait: its own streams must close first.
 RETRY_AFTER = "5"
 
 Key = TypeVar("Key", str, bytes)
-
-
-class TooManyStreams(AccessDenied):
-    status = 429
 
 
 class StreamQuotas:

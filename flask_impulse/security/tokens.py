@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError, ImpulseError
+from ..errors import ConfigurationError, ImpulseError, TokenRejected
 from ..validation import check_name
 
 if TYPE_CHECKING:
@@ -32,19 +32,6 @@ MIN_RSA_KEY_BITS = 2048
 RESERVED_CLAIMS = frozenset({"sub", "iat", "exp", "nbf", "channels", "topics", "aud", "iss"})
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
-
-
-class TokenRejected(ImpulseError):
-    """A subscriber token that does not verify.
-
-    ``error`` is what the client is told ("Invalid token", "Token expired", ...);
-    ``reason`` says why, and is shown only in debug mode. Neither ever holds the token.
-    """
-
-    def __init__(self, error: str, reason: str) -> None:
-        super().__init__(f"{error}: {reason}")
-        self.error = error
-        self.reason = reason
 
 
 @dataclass(frozen=True)

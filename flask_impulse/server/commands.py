@@ -15,8 +15,8 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ..channels import Channel, channels_of, load_channels
-from ..errors import ConfigurationError
-from ..typescript import TypeScriptError, render_realtime_types
+from ..errors import ConfigurationError, TypeScriptError
+from ..typescript import render_realtime_types
 
 impulse_group = AppGroup("impulse", help="flask-impulse: realtime channels over Server-Sent Events.")
 

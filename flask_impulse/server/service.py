@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import DEFAULTS
@@ -16,7 +15,7 @@ from ..errors import ConfigurationError
 from ..extension import Impulse
 from ..security.headers import add_security_headers
 from ..state import EXTENSION_KEY
-from ..views import error_response
+from ..views import handle_error
 
 #: The reference broker's environment variables, and the settings they stand for.
 ENVIRONMENT_ALIASES = {
@@ -100,8 +99,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         # The client address (per-IP quotas, access logs) from X-Forwarded-For, as far back
         # as the trusted proxies vouch for it; the rest of that header is the client's word.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies)  # type: ignore[method-assign]
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _internal_error)
+    # Outside the blueprint too (a 404 elsewhere, a 405, a 500): the same JSON answers.
+    app.register_error_handler(Exception, handle_error)
     app.after_request(_security_headers_outside_the_blueprint)
     return app
 
@@ -112,12 +111,3 @@ def _security_headers_outside_the_blueprint(response: Response) -> Response:
     if request.blueprint is None and current_app.extensions[EXTENSION_KEY].settings.security_headers:
         add_security_headers(response.headers)
     return response
-
-
-def _http_error(exc: HTTPException) -> Response:
-    return error_response(exc.code or 500, exc.name)
-
-
-def _internal_error(exc: Exception) -> Response:
-    current_app.logger.exception("Unhandled error")
-    return error_response(500, "Internal server error")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from flask import Flask
 
@@ -111,6 +113,22 @@ def test_push_counts_connections_and_routes_like_http() -> None:
     finally:
         broker.release(plain)
         broker.release(room)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "sent"),
+    [((), 0), (set(), 0), (frozenset(), 0), (("tok",), 1), ({"tok", "other"}, 1), ({"other"}, 0)],
+)
+def test_push_takes_tokens_as_any_iterable_an_empty_one_reaching_nobody(tokens: Iterable[str], sent: int) -> None:
+    app = make_app()
+    impulse = Impulse(app)
+    broker = app.extensions["impulse"].broker
+    holder = broker.open(("c",), None, "tok")
+    try:
+        assert impulse.push("c", 1, tokens=tokens) == sent
+        assert impulse.push("c", 2, tokens=(token for token in tokens)) == sent
+    finally:
+        broker.release(holder)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ extension that validates JSON bytes directly.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
 import importlib
@@ -39,6 +40,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from . import _json
 from .errors import ConfigurationError, InvalidPayload
+from .validation import MISSING
 
 T = TypeVar("T")
 
@@ -129,8 +131,6 @@ class Channel(Generic[T]):
     def validate(self, payload: Any) -> None:
         """Raise :class:`InvalidPayload`, naming the wrong field, unless the JSON form of
         ``payload`` is a valid value of the payload type."""
-        from .validation import MISSING
-
         if payload is MISSING:
             raise InvalidPayload(f"payload: required on channel {self.name}")
         self.prepare_validation()
@@ -220,8 +220,6 @@ def _strip(tp: Any) -> Any:
 
 
 def _is_abc(origin: Any, *names: str) -> bool:
-    import collections.abc
-
     return origin is not None and any(origin is getattr(collections.abc, name) for name in names)
 
 

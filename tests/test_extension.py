@@ -184,6 +184,31 @@ def test_blueprint_serves_both_prefix_forms_and_health_beneath_it() -> None:
         assert response.status_code == 200, path
 
 
+@pytest.mark.parametrize(
+    ("query", "details"),
+    [
+        ({"channel": "bad\nchannel"}, "the channel query parameter must not contain control characters"),
+        ({"channel": "c" * 257}, "the channel query parameter is longer than 256 characters"),
+        ({"channel": "c", "topic": "bad\r\ntopic"}, "the topic query parameter must not contain control characters"),
+        ({"channel": "c", "token": "bad\x7ftoken"}, "the token query parameter must not contain control characters"),
+    ],
+)
+def test_a_bad_query_parameter_is_not_called_a_request_body(query: dict[str, str], details: str) -> None:
+    app = make_app()
+    app.register_blueprint(Impulse(app).blueprint)
+    response = app.test_client().get("/", query_string=query)
+    assert response.status_code == 400
+    assert response.json == {"error": "Invalid query parameter", "details": details}
+
+
+def test_a_bad_bearer_token_on_a_stream_is_an_invalid_request() -> None:
+    app = make_app()
+    app.register_blueprint(Impulse(app).blueprint)
+    response = app.test_client().get("/?channel=c", headers={"Authorization": "Bearer " + "k" * 4097})
+    assert response.status_code == 400
+    assert response.json == {"error": "Invalid request", "details": "the bearer token is longer than 4096 characters"}
+
+
 def test_health_token_is_required_when_configured() -> None:
     app = make_app(IMPULSE_HEALTH_TOKEN="hc")
     impulse = Impulse(app)

@@ -450,3 +450,78 @@ def test_the_entry_point_group_is_a_click_group() -> None:
 
     assert "typescript" in impulse_group.commands
     assert json.dumps(sorted(impulse_group.commands)) == '["typescript"]'
+
+
+# -- a base install ----------------------------------------------------------------------------
+def readme_typed_channel_snippet() -> str:
+    """The Python block of the README's "Typed channels" section, as a user would copy it."""
+    section = (ROOT / "README.md").read_text().split("## Typed channels", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+BASE_INSTALL_SCRIPT = """
+import sys
+from flask import Flask
+import flask_impulse
+from flask_impulse import InvalidPayload
+
+try:
+    import msgspec
+except ImportError:
+    pass
+else:
+    sys.exit("msgspec is installed: this is not a base install")
+
+app = Flask(__name__)
+lines = SNIPPET.rstrip().splitlines()
+exec("\\n".join(lines[:-1]))
+try:
+    exec(lines[-1])  # the README's wrong push
+except InvalidPayload as exc:
+    print("README:", exc)
+else:
+    sys.exit("the README's wrong push was accepted")
+
+if not flask_impulse.__file__.startswith(sys.prefix):
+    sys.exit(f"flask_impulse comes from {flask_impulse.__file__}, not from the install")
+sys.path.insert(0, DASHBOARD)
+import app as dashboard
+
+tick = {"time": "t", "tick": 1, "ordersPerMinute": 2, "revenue": 3.5, "loadAverage": [0.5], "subscribers": 0}
+with dashboard.app.app_context():
+    assert dashboard.impulse.push(dashboard.metrics, tick) == 0
+    try:
+        dashboard.impulse.push(dashboard.metrics, {**tick, "tick": "1"})
+    except InvalidPayload as exc:
+        print("dashboard:", exc)
+    else:
+        sys.exit("the dashboard accepted a wrong payload")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a venv and a pip install, on a machine that may be busy
+def test_a_base_install_validates_the_readme_snippet_and_the_dashboard(tmp_path: Path) -> None:
+    """``pip install`` of the checkout (not editable, no extras) in a fresh venv: the README's
+    typed-channel snippet and examples/dashboard refuse a wrong payload with InvalidPayload."""
+    source = tmp_path / "checkout"
+    ignored = (".git", ".venv", "node_modules", "__pycache__", "build", "dist", "*.egg-info", ".*_cache", ".hypothesis")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*ignored))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(source)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-3000:]
+    dashboard_dir = str(source / "examples" / "dashboard")
+    script = f"SNIPPET = {readme_typed_channel_snippet()!r}\nDASHBOARD = {dashboard_dir!r}\n{BASE_INSTALL_SCRIPT}"
+    # Run outside the checkout's copy, so that only the installed package can be imported.
+    result = subprocess.run(
+        [str(python), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    readme, dashboard = result.stdout.splitlines()
+    assert readme.startswith("README: ") and readme.endswith("payload.text: Expected `str`, got `int`")
+    assert dashboard.startswith("dashboard: ") and dashboard.endswith("payload.tick: Expected `int`, got `str`")

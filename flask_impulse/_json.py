@@ -1,4 +1,5 @@
-"""Compact JSON in and out, through orjson when it is installed.
+"""Compact JSON in and out, through orjson (a dependency), with the standard library for
+what orjson refuses but JSON allows.
 
 Every message is encoded once per push, so the encoder sits on the hot path; orjson is
 several times faster than the standard library and produces the same compact form.
@@ -10,21 +11,17 @@ import json
 import re
 from typing import Any
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - exercised only without the optional speedup
-    orjson = None  # type: ignore[assignment]
+import orjson
 
 
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON, as the official broker's ``JSON.stringify`` writes it (NaN and
     infinities included: they become ``null``)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(value)
-        except TypeError:
-            # orjson refuses integers beyond 64 bits and nesting past 254 levels, which JSON allows.
-            pass
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits and nesting past 254 levels, which JSON allows.
+        pass
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except RecursionError:
@@ -49,7 +46,7 @@ def loads(data: bytes | str) -> Any:
     is nesting too deep to parse (a ``ValueError``, never a ``RecursionError``). Integers
     come back exact, however long."""
     long_digits = _LONG_DIGITS.search(data) if isinstance(data, str) else _LONG_DIGITS_BYTES.search(data)
-    if orjson is not None and long_digits is None:
+    if long_digits is None:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

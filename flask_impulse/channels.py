@@ -19,25 +19,28 @@ A channel is therefore callable with exactly the signature of a push, and the pu
 then checks the payload against it with the ``TypedDict`` as context. Calling a channel builds
 a typed :class:`Push`, which ``push_many`` takes too.
 
-Runtime validation (``pip install flask-impulse[validation]``) checks the JSON that goes on the
-wire against the payload type with msgspec in strict mode, so ``"1"`` is not an ``int`` and a
-TypeScript subscriber gets what its generated types promise. msgspec rather than pydantic:
-pydantic refuses ``typing.TypedDict`` before Python 3.12, and msgspec is a small, fast C
-extension that validates JSON bytes directly.
+Runtime validation checks the JSON that goes on the wire against the payload type in strict
+mode, so ``"1"`` is not an ``int`` and a TypeScript subscriber gets what its generated types
+promise. It works on a base install, with a pure-Python checker (:mod:`.payload_check`);
+msgspec (``pip install flask-impulse[validation]``) is the fast path, used when installed, and
+also checks the types the checker does not know (``datetime``, ``UUID``...). msgspec rather
+than pydantic: pydantic refuses ``typing.TypedDict`` before Python 3.12, and msgspec is a
+small, fast C extension that validates JSON bytes directly.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
 import importlib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
-from . import _json
+from . import _json, payload_check
 from ._missing import MISSING
 from .errors import ConfigurationError, InvalidPayload
 
@@ -74,7 +77,7 @@ class Channel(Generic[T]):
     """A channel name bound to its payload type (a ``TypedDict``, a dataclass, or any type
     the TypeScript generator maps). Two channels are equal when name and type are."""
 
-    __slots__ = ("_decoder", "name", "payload_type")
+    __slots__ = ("_validator", "name", "payload_type")
 
     @overload
     def __init__(self, name: str, payload_type: type[T]) -> None: ...
@@ -88,7 +91,7 @@ class Channel(Generic[T]):
             raise TypeError("a channel name is a non-empty string")
         self.name = name
         self.payload_type: Any = payload_type
-        self._decoder: Any = None
+        self._validator: Callable[[bytes], None] | None = None
 
     def __call__(
         self, payload: T, tokens: Tokens = None, topic: str | None = None, *, idempotency_key: str | None = None
@@ -107,25 +110,45 @@ class Channel(Generic[T]):
 
     # -- runtime validation ---------------------------------------------------------------
     def prepare_validation(self) -> None:
-        """Build the validator now, so that a missing extra or an unsupported type fails at
-        start-up rather than on the first push."""
-        if self._decoder is not None:
+        """Build the validator now, so that an unsupported type fails at start-up rather than
+        on the first push: msgspec's when it is installed, else the pure-Python checker."""
+        if self._validator is not None:
             return
         try:
             msgspec = importlib.import_module("msgspec")
         except ImportError:
-            raise ConfigurationError(
-                f"validating channel {self.name!r} needs msgspec: pip install flask-impulse[validation] "
-                "(or set IMPULSE_VALIDATE_PAYLOADS = False)"
-            ) from None
+            self._validator = self._pure_python_validator()
+            return
         try:
             # A JSON schema exists exactly for the types with a JSON form: the decoder alone
             # would accept any class, then refuse every payload.
             msgspec.json.schema(self.payload_type)
-            self._decoder = msgspec.json.Decoder(self.payload_type, strict=True)
+            decoder = msgspec.json.Decoder(self.payload_type, strict=True)
         except TypeError as exc:
             reason = str(exc).splitlines()[-1]
             raise ConfigurationError(f"channel {self.name!r}: cannot validate {self.payload_type!r}: {reason}") from exc
+
+        def validate(encoded: bytes) -> None:
+            try:
+                decoder.decode(encoded)
+            except msgspec.ValidationError as exc:
+                raise InvalidPayload(_describe_error(str(exc))) from None
+
+        self._validator = validate
+
+    def _pure_python_validator(self) -> Callable[[bytes], None]:
+        try:
+            check = payload_check.compile_check(self.payload_type)
+        except (TypeError, NameError) as exc:
+            raise ConfigurationError(f"channel {self.name!r}: cannot validate {self.payload_type!r}: {exc}") from exc
+
+        def validate(encoded: bytes) -> None:
+            try:
+                check(_json.loads(encoded), "")
+            except payload_check.Mismatch as exc:
+                raise InvalidPayload(f"payload{exc.path}: {exc.message}") from None
+
+        return validate
 
     def validate(self, payload: Any) -> None:
         """Raise :class:`InvalidPayload`, naming the wrong field, unless the JSON form of
@@ -137,11 +160,8 @@ class Channel(Generic[T]):
             encoded = _json.dumps(payload)
         except (TypeError, ValueError) as exc:
             raise InvalidPayload(f"payload: not JSON-serialisable ({exc})") from exc
-        msgspec = importlib.import_module("msgspec")
-        try:
-            self._decoder.decode(encoded)
-        except msgspec.ValidationError as exc:
-            raise InvalidPayload(_describe_error(str(exc))) from None
+        assert self._validator is not None
+        self._validator(encoded)
 
     # -- subscriber side --------------------------------------------------------------------
     def decode(self, payload: Any) -> T:
@@ -219,8 +239,6 @@ def _strip(tp: Any) -> Any:
 
 
 def _is_abc(origin: Any, *names: str) -> bool:
-    import collections.abc
-
     return origin is not None and any(origin is getattr(collections.abc, name) for name in names)
 
 

@@ -91,7 +91,7 @@ DEFAULTS: dict[str, Any] = {
     # Redis backplane URL (pip install flask-impulse[redis]); unset, the broker is in memory.
     "IMPULSE_REDIS_URL": None,
     # Check each push on a declared channel (Impulse(channels=[...]) or impulse.channel(...))
-    # against its payload type; needs msgspec (pip install flask-impulse[validation]).
+    # against its payload type (with msgspec when installed, flask-impulse[validation]: faster).
     "IMPULSE_VALIDATE_PAYLOADS": True,
     # Prefix of every Redis key and of the pub/sub channel: apps sharing one Redis stay apart.
     "IMPULSE_REDIS_PREFIX": "impulse",

@@ -50,8 +50,8 @@ class Impulse:
         self.blueprint: Blueprint = create_blueprint()
         self._subscribe_hooks: list[SubscribeHook] = []
         self._publish_hooks: list[PublishHook] = []
-        # The state of the app this extension was last set up on, for push() from greenlets
-        # that run outside any app context. With several apps, push() needs an app context.
+        # The state of every app this extension is set up on. push() outside any app context
+        # (from a greenlet) uses it when there is exactly one; with several, it needs a context.
         self._apps: list[ImpulseState] = []
         #: Declared channels by name: pushes on them are validated, and they make the TypeScript types.
         self.channels: dict[str, Channel[Any]] = {}
@@ -238,7 +238,8 @@ class Impulse:
         if key is not None:
             check_idempotency_key(key, "idempotency_key")
         tokens = message.tokens
-        token_list = parse_tokens([tokens] if isinstance(tokens, str) else tokens and list(tokens), settings)
+        # Any iterable, an empty one too (it reaches nobody, as ``"tokens": []`` does).
+        token_list = parse_tokens(tokens if tokens is None or isinstance(tokens, str) else list(tokens), settings)
         topic = parse_topic(message.topic, settings)
         declared = state.channels.get(message.channel)
         if declared is not None and settings.validate_payloads:
@@ -284,9 +285,9 @@ def _token_hash_key(settings: Settings) -> bytes:
     """The key for hashing subscriber tokens. It must agree across every process that shares
     a backplane, so it is configured or derived from the push secret; otherwise random."""
     if settings.token_hash_key:
-        return hashlib.sha256(settings.token_hash_key.encode()).digest()[:32]
+        return hashlib.sha256(settings.token_hash_key.encode()).digest()
     if settings.secrets:
-        return hashlib.sha256(b"flask-impulse token hash key\0" + settings.secrets[0].encode()).digest()[:32]
+        return hashlib.sha256(b"flask-impulse token hash key\0" + settings.secrets[0].encode()).digest()
     if settings.redis_url:
         raise ConfigurationError(
             "With IMPULSE_REDIS_URL, every process must hash subscriber tokens with the same key: "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -99,8 +100,6 @@ class PrometheusRecorder(Recorder):
         self.delay.observe(max(time.time() - published_at, 0.0))
 
     def watch(self, broker: Broker) -> None:
-        import weakref
-
         if not self._watched:
             gevent.spawn(self._sample_queues)
         self._watched.append(weakref.ref(broker))

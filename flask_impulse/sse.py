@@ -4,7 +4,7 @@ follows the WHATWG event-stream parsing rules, shared by the Python client and t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 HEARTBEAT = b": heartbeat\n\n"
@@ -54,9 +54,11 @@ class SSEDecoder:
 
     Follows the spec: lines end in CR, LF or CRLF; a leading BOM is dropped; comments are
     ignored; ``id`` containing NUL is ignored; the last event id persists across events.
+    With ``keep_comments``, :attr:`comments` collects every comment's text; it is off by
+    default because a long-lived stream receives a heartbeat comment every interval.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_comments: bool = False) -> None:
         self._buffer = b""
         self._data: list[str] = []
         self._event = ""
@@ -64,6 +66,8 @@ class SSEDecoder:
         self.retry: int | None = None
         self.last_event_id = ""
         self._started = False
+        self._keep_comments = keep_comments
+        #: The comments received, oldest first (only with ``keep_comments``).
         self.comments: list[str] = []
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
@@ -112,7 +116,8 @@ class SSEDecoder:
         if not line:
             return self._dispatch()
         if line.startswith(":"):
-            self.comments.append(line[1:].removeprefix(" "))
+            if self._keep_comments:
+                self.comments.append(line[1:].removeprefix(" "))
             return None
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
@@ -135,10 +140,3 @@ class SSEDecoder:
         self._data = []
         self._event = ""
         return event
-
-
-def iter_events(chunks: Iterable[bytes]) -> Iterator[ServerSentEvent]:
-    """Events from an iterable of byte chunks, such as ``response.iter_content()``."""
-    decoder = SSEDecoder()
-    for chunk in chunks:
-        yield from decoder.feed(chunk)

@@ -23,6 +23,8 @@ _IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 IDEMPOTENCY_KEY_RULE = f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
 # A structured-field string (RFC 8941): printable ASCII in quotes, with \" and \\ escaped.
 _SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+#: The error of a channel, topic or token in a stream's query string that is not a valid name.
+INVALID_QUERY_PARAMETER = "Invalid query parameter"
 
 
 #: The keys a push object and its audience may hold. Anything else is refused rather than
@@ -41,16 +43,17 @@ class PushRequest:
     idempotency_key: str | None = None
 
 
-def check_name(value: str, what: str, max_length: int) -> str:
-    """Return ``value`` if it may serve as a channel, topic or token; raise ``PushError``."""
+def check_name(value: str, what: str, max_length: int, error: str = "Invalid request body") -> str:
+    """Return ``value`` if it may serve as a channel, topic or token; raise ``PushError`` with
+    ``error`` (:data:`INVALID_QUERY_PARAMETER` for what the query string carries)."""
     if not value:
-        raise PushError("Invalid request body", f"{what} must be a non-empty string")
+        raise PushError(error, f"{what} must be a non-empty string")
     if len(value) > max_length:
-        raise PushError("Invalid request body", f"{what} is longer than {max_length} characters")
+        raise PushError(error, f"{what} is longer than {max_length} characters")
     if _CONTROL.search(value):
-        raise PushError("Invalid request body", f"{what} must not contain control characters")
+        raise PushError(error, f"{what} must not contain control characters")
     if _SURROGATE.search(value):
-        raise PushError("Invalid request body", f"{what} must not contain lone surrogates")
+        raise PushError(error, f"{what} must not contain lone surrogates")
     return value
 
 

@@ -29,7 +29,13 @@ from .security.headers import add_security_headers
 from .security.redaction import note_request_secrets
 from .sse import encode_comment, encode_event, encode_retry
 from .state import EXTENSION_KEY, ImpulseState
-from .validation import PushRequest, check_name, parse_idempotency_header, parse_push_body
+from .validation import (
+    INVALID_QUERY_PARAMETER,
+    PushRequest,
+    check_name,
+    parse_idempotency_header,
+    parse_push_body,
+)
 
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -110,7 +116,7 @@ def stream() -> Response:
         )
     with _names_refuse_the_subscription():
         for channel in channels:
-            check_name(channel, "channel", settings.max_channel_length)
+            check_name(channel, "the channel query parameter", settings.max_channel_length, INVALID_QUERY_PARAMETER)
         topic = _optional_query("topic", settings.max_topic_length)
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
         if last_event_id is not None and len(last_event_id) > 64:
@@ -185,7 +191,7 @@ def _optional_query(name: str, max_length: int) -> str | None:
     value = request.args.get(name)
     if not value:
         return None
-    return check_name(value, name, max_length)
+    return check_name(value, f"the {name} query parameter", max_length, INVALID_QUERY_PARAMETER)
 
 
 # -- publish -----------------------------------------------------------------------------

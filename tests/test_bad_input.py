@@ -124,5 +124,6 @@ def test_control_characters_and_overlong_values_are_400_on_push(service: Service
 def test_control_characters_and_overlong_values_are_400_on_subscribe(service: Service, params: dict[str, str]) -> None:
     response = requests.get(service.base, params=params, timeout=5)
     assert response.status_code == 400
-    assert "error" in response.json()
+    assert response.json()["error"] == "Invalid query parameter"
+    assert response.json()["details"].startswith(f"the {list(params)[-1]} query parameter ")
     assert_still_delivers(service)

@@ -77,6 +77,23 @@ def test_refuses_to_start_without_a_secret_and_says_how_to_fix_it() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_plain_gunicorn_without_a_secret_names_the_settings_that_apply_there() -> None:
+    """No CLI, so no --secret or --no-auth to pass: the hint names the environment settings,
+    and the redactor leaves ``IMPULSE_PUSH_WITHOUT_SECRET=true`` readable."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("REALTIME_SECRET", "IMPULSE_SECRET", "REDIS_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "python:flask_impulse.gunicorn_config", "-b", "127.0.0.1:0",
+         "wsgi:app"],
+        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    hint = next(line for line in result.stderr.splitlines() if "No push secret" in line)
+    assert "REALTIME_SECRET" in hint and "IMPULSE_SECRET" in hint
+    assert "IMPULSE_PUSH_WITHOUT_SECRET=true" in hint
+    assert "--secret" not in result.stderr and "--no-auth" not in result.stderr
+    assert "[redacted]" not in result.stderr
+
+
 def test_refuses_more_than_one_worker_without_a_backplane() -> None:
     result = run_cli("--secret", "s", "--workers", "2", "--port", str(free_port()))
     assert result.returncode == 2

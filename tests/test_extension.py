@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from flask import Flask
 
@@ -114,6 +116,22 @@ def test_push_counts_connections_and_routes_like_http() -> None:
 
 
 @pytest.mark.parametrize(
+    ("tokens", "sent"),
+    [((), 0), (set(), 0), (frozenset(), 0), (("tok",), 1), ({"tok", "other"}, 1), ({"other"}, 0)],
+)
+def test_push_takes_tokens_as_any_iterable_an_empty_one_reaching_nobody(tokens: Iterable[str], sent: int) -> None:
+    app = make_app()
+    impulse = Impulse(app)
+    broker = app.extensions["impulse"].broker
+    holder = broker.open(("c",), None, "tok")
+    try:
+        assert impulse.push("c", 1, tokens=tokens) == sent
+        assert impulse.push("c", 2, tokens=(token for token in tokens)) == sent
+    finally:
+        broker.release(holder)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"channel": ""}, "channel must be a non-empty string"),
@@ -164,6 +182,31 @@ def test_blueprint_serves_both_prefix_forms_and_health_beneath_it() -> None:
     for path in ("/deep/realtime", "/deep/realtime/"):
         response = client.post(path, json={"channel": "c", "payload": 1}, headers={"Authorization": "Bearer s"})
         assert response.status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    ("query", "details"),
+    [
+        ({"channel": "bad\nchannel"}, "the channel query parameter must not contain control characters"),
+        ({"channel": "c" * 257}, "the channel query parameter is longer than 256 characters"),
+        ({"channel": "c", "topic": "bad\r\ntopic"}, "the topic query parameter must not contain control characters"),
+        ({"channel": "c", "token": "bad\x7ftoken"}, "the token query parameter must not contain control characters"),
+    ],
+)
+def test_a_bad_query_parameter_is_not_called_a_request_body(query: dict[str, str], details: str) -> None:
+    app = make_app()
+    app.register_blueprint(Impulse(app).blueprint)
+    response = app.test_client().get("/", query_string=query)
+    assert response.status_code == 400
+    assert response.json == {"error": "Invalid query parameter", "details": details}
+
+
+def test_a_bad_bearer_token_on_a_stream_is_an_invalid_request() -> None:
+    app = make_app()
+    app.register_blueprint(Impulse(app).blueprint)
+    response = app.test_client().get("/?channel=c", headers={"Authorization": "Bearer " + "k" * 4097})
+    assert response.status_code == 400
+    assert response.json == {"error": "Invalid request", "details": "the bearer token is longer than 4096 characters"}
 
 
 def test_health_token_is_required_when_configured() -> None:

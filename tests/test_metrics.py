@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from flask import Flask
 
+from flask_impulse import Impulse, metrics
+from flask_impulse.broker import Broker
+from flask_impulse.metrics import Recorder
 from tests.conftest import SECRET, Service
 from tests.support.processes import streams_on_every_worker
 from tests.support.server import LiveServer
@@ -107,3 +111,40 @@ def test_metrics_need_the_health_token_when_one_is_set() -> None:
         allowed = requests.get(server.url + "/metrics", headers={"Authorization": "Bearer probe-token"}, timeout=10)
         assert allowed.status_code == 200
         assert "impulse_pushes_total" in allowed.text
+
+
+class CountingRecorder(Recorder):
+    """Counts streams as the Prometheus gauge would, without a registry."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    def opened(self) -> None:
+        self.connections += 1
+
+    def closed(self) -> None:
+        self.connections -= 1
+
+    def watch(self, broker: Broker) -> None:
+        pass
+
+
+def test_streams_opened_before_metrics_were_on_do_not_take_the_gauge_below_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "recorder", Recorder())
+    app = Flask(__name__)
+    Impulse(app)
+    broker = app.extensions["impulse"].broker
+    early = broker.open(("c",), None, None)
+    counting = CountingRecorder()
+    monkeypatch.setattr(metrics, "recorder", counting)
+    late = broker.open(("c",), None, None)
+    assert counting.connections == 1
+    broker.release(early)
+    assert counting.connections == 1
+    broker.release(late)
+    broker.release(late)
+    assert counting.connections == 0

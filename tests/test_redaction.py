@@ -50,6 +50,25 @@ def test_everything_else_is_left_alone() -> None:
     assert redact(line) == line
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "To run without authentication on purpose, set IMPULSE_PUSH_WITHOUT_SECRET=true.",
+        "(IMPULSE_PUSH_WITHOUT_SECRET=1)",
+        "IMPULSE_CORS_CREDENTIALS=False, IMPULSE_HEALTH_TOKEN= and auth=off",
+    ],
+)
+def test_a_switch_named_like_a_secret_is_left_readable(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize("value", ["truest", "1234", "yes-indeed", "0x1f", TOKEN])
+def test_a_value_that_only_starts_like_a_switch_is_still_redacted(value: str) -> None:
+    cleaned = redact(f"set REALTIME_SECRET={value}.")
+    assert value not in cleaned
+    assert cleaned.startswith("set REALTIME_SECRET=[redacted]")
+
+
 def test_access_atoms_hide_credentials_whole_and_tokens_by_value() -> None:
     atoms = RedactedAtoms(
         {

@@ -73,3 +73,16 @@ def test_encoded_message_decodes_to_its_data() -> None:
     (event,) = SSEDecoder().feed(encode_message("3-4", data))
     assert event.data.encode() == data
     assert event.id == "3-4"
+
+
+def test_a_decoder_keeps_no_comments_unless_asked() -> None:
+    """A long-lived client receives a heartbeat comment every interval: none may pile up."""
+    quiet = SSEDecoder()
+    for _ in range(1000):
+        assert quiet.feed(HEARTBEAT) == []
+    assert quiet.comments == []
+    kept = SSEDecoder(keep_comments=True)
+    assert kept.feed(encode_comment("hello") + HEARTBEAT + encode_message("1-0", b"{}")) == [
+        ServerSentEvent(data="{}", id="1-0")
+    ]
+    assert kept.comments == ["hello", "heartbeat"]

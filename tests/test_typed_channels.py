@@ -3,6 +3,8 @@ runtime, and the same declarations become TypeScript that the official client co
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import re
 import shutil
@@ -10,7 +12,9 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict
 
 import pytest
 from flask import Flask
@@ -64,12 +68,26 @@ def test_mypy_strict_reports_each_misuse_of_a_typed_channel(mypy_report: dict[st
 
 
 # -- runtime validation ----------------------------------------------------------------------
+@pytest.fixture(params=["msgspec", "pure-python"])
+def validator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which validator checks payloads: msgspec, or the checker of a base install (msgspec
+    hidden). Their answers must be the same, word for word."""
+    if request.param == "pure-python":
+        monkeypatch.setitem(sys.modules, "msgspec", None)  # import msgspec now raises ImportError
+    return str(request.param)
+
+
+def fresh(channel: Channel[Any]) -> Channel[Any]:
+    """``channel`` with no validator built yet (a channel keeps the first one it builds)."""
+    return Channel(channel.name, channel.payload_type)
+
+
 @pytest.fixture
-def app() -> Flask:
+def app(validator: str) -> Flask:
     app = Flask(__name__)
     app.config["IMPULSE_SECRET"] = "s3cret"
-    impulse = Impulse(app, channels=[chat_message, notification])
-    impulse.channel(shapes)
+    impulse = Impulse(app, channels=[fresh(chat_message), fresh(notification)])
+    impulse.channel(fresh(shapes))
     app.register_blueprint(impulse.blueprint, url_prefix="/rt")
     app.extensions["test_impulse"] = impulse
     return app
@@ -153,10 +171,91 @@ def test_declaring_a_channel_name_twice_with_another_type_is_refused() -> None:
         impulse.channel("chat:message", Shape)
 
 
-def test_a_payload_type_msgspec_cannot_check_fails_at_start_up() -> None:
+@pytest.mark.parametrize("payload_type", [complex, object])
+def test_a_payload_type_that_cannot_be_checked_fails_at_start_up(validator: str, payload_type: type) -> None:
     app = Flask(__name__)
     with pytest.raises(ConfigurationError, match="cannot validate"):
-        Impulse(app, channels=[Channel("odd", complex)])
+        Impulse(app, channels=[Channel("odd", payload_type)])
+
+
+def test_without_msgspec_a_type_only_msgspec_checks_fails_at_start_up_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "msgspec", None)
+    with pytest.raises(ConfigurationError, match=re.escape("pip install flask-impulse[validation]")):
+        Impulse(Flask(__name__), channels=[Channel("when", datetime.datetime)])
+
+
+class Tree(TypedDict):
+    label: str
+    children: list[Tree]
+    weight: NotRequired[float]
+
+
+class Level(enum.Enum):
+    LOW = "low"
+    HIGH = "high"
+
+
+@dataclass
+class Reading:
+    level: Level
+    values: tuple[int, str]
+    tags: set[str]
+    extra: dict[str, int] | None = None
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [
+        (Tree, {"label": "a", "children": [{"label": "b", "children": [{"label": 3, "children": []}]}]}),
+        (Tree, {"label": "a", "children": [], "weight": True}),
+        (Tree, {"label": "a"}),
+        (Tree, [1]),
+        (Reading, {"level": "mid", "values": [1, "a"], "tags": []}),
+        (Reading, {"level": 1, "values": [1, "a"], "tags": []}),
+        (Reading, {"level": "low", "values": [1], "tags": []}),
+        (Reading, {"level": "low", "values": [1, "a"], "tags": [1]}),
+        (Reading, {"level": "low", "values": [1, "a"], "tags": [], "extra": {"k": "v"}}),
+        (Reading, {"level": "low", "values": [1, "a"], "tags": [], "extra": 5}),
+        (int, 1.0),
+        (int, True),
+        (float, False),
+        (str | None, 3),
+        (int | str, None),
+        (Literal[1, 2], 3),
+        (Literal["a", "b"], 1),
+        (list[Reading | None], [None, {"values": [1, "a"], "tags": []}]),
+    ],
+)
+def test_the_pure_python_checker_answers_as_msgspec_does(payload_type: Any, payload: Any) -> None:
+    """Each wrong payload is refused by both validators, with the same words."""
+    with_msgspec = Channel("c", payload_type)
+    with pytest.raises(InvalidPayload) as expected:
+        with_msgspec.validate(payload)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "msgspec", None)
+        without = Channel("c", payload_type)
+        with pytest.raises(InvalidPayload) as caught:
+            without.validate(payload)
+    assert str(caught.value) == str(expected.value)
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [
+        (Tree, {"label": "a", "children": [{"label": "b", "children": []}], "weight": 1, "unknown": "ignored"}),
+        (Reading, {"level": "high", "values": [1, "a"], "tags": ["x", "x"], "extra": None}),
+        (float, 10**30),
+        (Any, {"free": ["form"]}),
+        (Literal["a", None], None),
+    ],
+)
+def test_the_pure_python_checker_accepts_what_msgspec_accepts(payload_type: Any, payload: Any) -> None:
+    Channel("c", payload_type).validate(payload)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "msgspec", None)
+        Channel("c", payload_type).validate(payload)
 
 
 # -- TypeScript --------------------------------------------------------------------------------
@@ -351,3 +450,78 @@ def test_the_entry_point_group_is_a_click_group() -> None:
 
     assert "typescript" in impulse_group.commands
     assert json.dumps(sorted(impulse_group.commands)) == '["typescript"]'
+
+
+# -- a base install ----------------------------------------------------------------------------
+def readme_typed_channel_snippet() -> str:
+    """The Python block of the README's "Typed channels" section, as a user would copy it."""
+    section = (ROOT / "README.md").read_text().split("## Typed channels", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+BASE_INSTALL_SCRIPT = """
+import sys
+from flask import Flask
+import flask_impulse
+from flask_impulse import InvalidPayload
+
+try:
+    import msgspec
+except ImportError:
+    pass
+else:
+    sys.exit("msgspec is installed: this is not a base install")
+
+app = Flask(__name__)
+lines = SNIPPET.rstrip().splitlines()
+exec("\\n".join(lines[:-1]))
+try:
+    exec(lines[-1])  # the README's wrong push
+except InvalidPayload as exc:
+    print("README:", exc)
+else:
+    sys.exit("the README's wrong push was accepted")
+
+if not flask_impulse.__file__.startswith(sys.prefix):
+    sys.exit(f"flask_impulse comes from {flask_impulse.__file__}, not from the install")
+sys.path.insert(0, DASHBOARD)
+import app as dashboard
+
+tick = {"time": "t", "tick": 1, "ordersPerMinute": 2, "revenue": 3.5, "loadAverage": [0.5], "subscribers": 0}
+with dashboard.app.app_context():
+    assert dashboard.impulse.push(dashboard.metrics, tick) == 0
+    try:
+        dashboard.impulse.push(dashboard.metrics, {**tick, "tick": "1"})
+    except InvalidPayload as exc:
+        print("dashboard:", exc)
+    else:
+        sys.exit("the dashboard accepted a wrong payload")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a venv and a pip install, on a machine that may be busy
+def test_a_base_install_validates_the_readme_snippet_and_the_dashboard(tmp_path: Path) -> None:
+    """``pip install`` of the checkout (not editable, no extras) in a fresh venv: the README's
+    typed-channel snippet and examples/dashboard refuse a wrong payload with InvalidPayload."""
+    source = tmp_path / "checkout"
+    ignored = (".git", ".venv", "node_modules", "__pycache__", "build", "dist", "*.egg-info", ".*_cache", ".hypothesis")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*ignored))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(source)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-3000:]
+    dashboard_dir = str(source / "examples" / "dashboard")
+    script = f"SNIPPET = {readme_typed_channel_snippet()!r}\nDASHBOARD = {dashboard_dir!r}\n{BASE_INSTALL_SCRIPT}"
+    # Run outside the checkout's copy, so that only the installed package can be imported.
+    result = subprocess.run(
+        [str(python), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    readme, dashboard = result.stdout.splitlines()
+    assert readme.startswith("README: ") and readme.endswith("payload.text: Expected `str`, got `int`")
+    assert dashboard.startswith("dashboard: ") and dashboard.endswith("payload.tick: Expected `int`, got `str`")

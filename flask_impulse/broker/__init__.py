@@ -63,6 +63,9 @@ class Broker:
         self._retry_ms = retry_ms
         self._channels: dict[str, blinker.Signal] = {}
         self.connections: set[Connection] = set()
+        # The connections the metrics counted as opened: only those may be counted as closed,
+        # or metrics switched on while streams were open would take the gauge below zero.
+        self._counted: set[Connection] = set()
         self._count = StreamCount()
         self.started = time.time()
         self.draining = False
@@ -110,6 +113,7 @@ class Broker:
         recorder = metrics.recorder
         if recorder.enabled:
             recorder.opened()
+            self._counted.add(connection)
             if not self._watched:
                 self._watched = True
                 recorder.watch(self)
@@ -120,7 +124,9 @@ class Broker:
         if connection in self.connections:
             self.connections.discard(connection)
             self._count.publish(len(self.connections))
-            metrics.recorder.closed()
+            if connection in self._counted:  # not a stream opened before metrics were on
+                self._counted.discard(connection)
+                metrics.recorder.closed()
             for channel in connection.channels:
                 signal = self._channels.get(channel)
                 if signal is not None:

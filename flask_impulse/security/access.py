@@ -18,7 +18,7 @@ from .._missing import MISSING
 from ..broker import Connection
 from ..config import SecuritySettings
 from ..errors import AccessDenied, PushDenied, SubscriptionDenied, TokenRejected
-from ..validation import PushRequest, check_name
+from ..validation import INVALID_QUERY_PARAMETER, PushRequest, check_name
 from .quotas import StreamQuotas
 from .tokens import Grant, TokenKeys, TokenVerifier, matches
 
@@ -161,15 +161,16 @@ class Gatekeeper:
         """The subscriber's token: ``?token=`` (EventSource cannot set headers), else an
         ``Authorization: Bearer`` header, else the token cookie."""
         token = request.args.get("token") or None
-        if token is None:
-            scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                token = credentials.strip()
-        if token is None and self.settings.token_cookie:
-            token = request.cookies.get(self.settings.token_cookie) or None
         if token is not None:
-            check_name(token, "token", self.max_token_length)
-        return token
+            return check_name(token, "the token query parameter", self.max_token_length, INVALID_QUERY_PARAMETER)
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return check_name(credentials.strip(), "the bearer token", self.max_token_length, "Invalid request")
+        if self.settings.token_cookie:
+            token = request.cookies.get(self.settings.token_cookie) or None
+            if token is not None:
+                return check_name(token, "the token cookie", self.max_token_length, "Invalid request")
+        return None
 
     def _verify(self, token: str) -> Grant:
         assert self.verifier is not None

@@ -28,6 +28,9 @@ REDACTED = "[redacted]"
 _SENSITIVE_NAME = re.compile(r"token|jwt|secret|passw|auth|key|session|signature", re.IGNORECASE)
 # name=value pairs in a query string, a cookie header or a repr of raw request bytes.
 _PAIR = re.compile(r"(?P<name>[^\s=&;?'\"\\]+)=(?P<value>[^\s&;'\"\\]*)")
+# Values no credential takes, left as they are so that a switch reads as written in a hint or
+# a settings dump ("set IMPULSE_PUSH_WITHOUT_SECRET=true."): each tells one bit, never a secret.
+_SWITCH_VALUES = frozenset({"", REDACTED, "true", "false", "yes", "no", "on", "off", "0", "1"})
 _HEADER_LINE = re.compile(
     r"(?P<name>(?:proxy-)?authorization|cookie|set-cookie)(?P<sep>\s*:\s*)[^\r\n'\"\\]*", re.IGNORECASE
 )
@@ -71,8 +74,8 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
 
 
 def _redact_pair(match: re.Match[str]) -> str:
-    name = match.group("name")
-    if _SENSITIVE_NAME.search(unquote_plus(name)) and match.group("value") not in ("", REDACTED):
+    name, value = match.group("name", "value")
+    if _SENSITIVE_NAME.search(unquote_plus(name)) and value.rstrip(".,:;!?)").lower() not in _SWITCH_VALUES:
         return f"{name}={REDACTED}"
     return match.group(0)
 

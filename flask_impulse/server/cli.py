@@ -67,6 +67,11 @@ def service_config(args: argparse.Namespace) -> dict[str, Any]:
         config["IMPULSE_PUSH_WITHOUT_SECRET"] = True
     if args.redis_url:
         config["IMPULSE_REDIS_URL"] = args.redis_url
+    if not config.get("IMPULSE_SECRET") and not config.get("IMPULSE_PUSH_WITHOUT_SECRET"):
+        raise ConfigurationError(
+            "No push secret: pass --secret or set REALTIME_SECRET. "
+            "To run without authentication on purpose, pass --no-auth."
+        )
     if args.workers > 1 and not config.get("IMPULSE_REDIS_URL"):
         raise ConfigurationError(
             "--workers above 1 needs a shared backplane: each worker holds its own streams, and a push "

@@ -88,9 +88,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config_from_environment())
     app.config.update(config or {})
     if not app.config.get("IMPULSE_SECRET") and not app.config.get("IMPULSE_PUSH_WITHOUT_SECRET"):
+        # Words for gunicorn and embedding apps: the CLI refuses first, naming its own flags.
         raise ConfigurationError(
-            "No push secret: pass --secret or set REALTIME_SECRET. "
-            "To run without authentication on purpose, pass --no-auth (IMPULSE_PUSH_WITHOUT_SECRET=1)."
+            "No push secret: set REALTIME_SECRET (or IMPULSE_SECRET; REALTIME_SECRETS for several). "
+            "To run without authentication on purpose, set IMPULSE_PUSH_WITHOUT_SECRET=true."
         )
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint)

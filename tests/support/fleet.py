@@ -61,7 +61,7 @@ def decode_response(raw: bytes) -> tuple[int, SSEDecoder, list[ServerSentEvent]]
     """An HTTP/1.1 response with a chunked SSE body, read as far as it goes."""
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(keep_comments=True)
     events = []
     while body:
         size_line, sep, rest = body.partition(b"\r\n")

@@ -66,7 +66,7 @@ class _Stream:
         self.head = b""
         self.status: int | None = None
         self.body: _Chunked | _Sized | None = None
-        self.decoder = SSEDecoder()
+        self.decoder = SSEDecoder(keep_comments=True)
         self.last_event_id = ""
         self.payloads: list[Any] = []
         #: How many payloads had arrived when each ``event: gap`` did: where the signal fell.
@@ -100,7 +100,7 @@ class ResumingStreams:
             request += f"Last-Event-ID: {stream.last_event_id}\r\n"
         stream.reconnect_at = None
         stream.head, stream.status, stream.body = b"", None, None
-        stream.decoder = SSEDecoder()
+        stream.decoder = SSEDecoder(keep_comments=True)
         stream.connects += 1
         try:
             sock = socket.create_connection(self._address, timeout=5)

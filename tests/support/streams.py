@@ -40,7 +40,7 @@ class SSEStream:
             request += f"{name}: {value}\r\n"
         # A lone surrogate ("\udcb2") goes out as the raw byte it stands for, as a forged header would.
         self.sock.sendall((request + "\r\n").encode("utf-8", "surrogateescape"))
-        self.decoder = SSEDecoder()
+        self.decoder = SSEDecoder(keep_comments=True)
         self._pending: list[ServerSentEvent] = []
         self._body = b""
         self.status, self.headers = self._read_head(timeout)

@@ -36,6 +36,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterable, Sequence
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackplaneUnavailable, ConfigurationError, OutcomeUnknown
@@ -76,122 +77,11 @@ SCAN_LIMIT = 10_000
 #: Seconds between polls of a duplicate whose first push is still counting its deliveries.
 DUPLICATE_POLL = 0.02
 
-# Shared by both scripts. The epoch is the first id issued by the current Redis process
-# (its run_id, from INFO): every id before it may have lost successors, because a restart
-# loses what the dataset held (no persistence), or its last second (AOF everysec), and a
-# message acknowledged just before a crash may never have reached a subscriber. It is
-# computed like the next id, so it is newer than every id the previous process issued.
-_EPOCH_LUA = """
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
 
-local function now_ms()
-  local now = redis.call('TIME')
-  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-end
-
-local function next_id(last_key, ms)
-  local seq = 0
-  local last = redis.call('GET', last_key)
-  if last then
-    local last_ms, last_seq = parse(last)
-    if last_ms >= ms then
-      ms = last_ms
-      seq = last_seq + 1
-    end
-  end
-  return string.format('%.0f-%d', ms, seq)
-end
-
-local function epoch(epoch_key, last_key, ms)
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  local current = redis.call('GET', epoch_key)
-  if current then
-    local current_run, id = string.match(current, '^(%x+) (%S+)$')
-    if current_run == run then
-      return id
-    end
-  end
-  local id = next_id(last_key, ms)
-  redis.call('SET', epoch_key, run .. ' ' .. id)
-  return id
-end
-"""
-
-# KEYS: last id, epoch. Returns the epoch, the last id issued (or false), Redis's clock in ms.
-_EPOCH_SCRIPT = (
-    _EPOCH_LUA
-    + """
-local ms = now_ms()
-return {epoch(KEYS[2], KEYS[1], ms), redis.call('GET', KEYS[1]), ms}
-"""
-)
-
-# KEYS: last id, epoch, history stream, trimmed mark, history bytes, [idempotency key].
-# ARGV: history TTL in ms (0: no history), history max bytes, bus channel, report list (or
-# ""), channel, body, idempotency TTL in ms, ENTRY_OVERHEAD.
-# One stream holds the history of every channel, bounded in total (bytes, counted here, and
-# age); per-channel counts apply when reading. The trimmed mark is the newest id that left
-# it: a resume from an older id may have lost messages, and says so with a gap event.
-# A repeated idempotency key publishes nothing and returns what its key holds: the first id,
-# then ":sent" once that push has counted its deliveries.
-_PUBLISH_SCRIPT = (
-    _EPOCH_LUA
-    + """
-local ms = now_ms()
-epoch(KEYS[2], KEYS[1], ms)
-local idem = KEYS[6]
-if idem then
-  local first = redis.call('GET', idem)
-  if first then
-    return {first, 0, 1}
-  end
-end
-local id = next_id(KEYS[1], ms)
-redis.call('SET', KEYS[1], id)
-
-local ttl, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
-if ttl > 0 and max_bytes > 0 then
-  redis.call('XADD', KEYS[3], id, 'c', ARGV[5], 'm', ARGV[6])
-  local overhead = tonumber(ARGV[8])
-  local bytes = redis.call('INCRBY', KEYS[5], #ARGV[5] + #ARGV[6] + overhead)
-  local min_ms = ms - ttl
-  local trimmed = false
-  local done = false
-  local count = 1  -- most pushes only look at the oldest entry; trims read in batches
-  repeat
-    local oldest = redis.call('XRANGE', KEYS[3], trimmed and ('(' .. trimmed) or '-', '+', 'COUNT', count)
-    done = #oldest < count
-    count = 32
-    for _, entry in ipairs(oldest) do
-      if bytes <= max_bytes and parse(entry[1]) >= min_ms then
-        done = true
-        break
-      end
-      bytes = bytes - (#entry[2][2] + #entry[2][4] + overhead)
-      trimmed = entry[1]
-    end
-  until done
-  if trimmed then
-    local trimmed_ms, trimmed_seq = parse(trimmed)
-    redis.call('XTRIM', KEYS[3], 'MINID', string.format('%.0f-%d', trimmed_ms, trimmed_seq + 1))
-    if redis.call('XLEN', KEYS[3]) == 0 then
-      bytes = 0
-    end
-    redis.call('SET', KEYS[5], bytes)
-    redis.call('SET', KEYS[4], trimmed)
-  end
-end
-local receivers = redis.call('PUBLISH', ARGV[3], id .. '\\n' .. ARGV[4] .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[6])
-if idem then
-  -- Without a report to wait for, the count is final now: the processes the message reached.
-  redis.call('SET', idem, ARGV[4] == '' and (id .. ':' .. receivers) or id, 'PX', ARGV[7])
-end
-return {id, receivers, 0}
-"""
-)
+def _script(name: str) -> str:
+    """A Lua script shipped beside this module, after the id and epoch functions it calls."""
+    folder = resources.files(__package__)
+    return folder.joinpath("ids.lua").read_text("utf-8") + folder.joinpath(name).read_text("utf-8")
 
 
 def check_redis_url(url: str) -> None:
@@ -319,8 +209,8 @@ class RedisBackplane(Backplane):
                 # CLIENT LIST then tells which host and worker holds each connection.
                 client_name=f"flask-impulse/{socket.gethostname()}/{os.getpid()}",
             )
-            self._script = self._client_instance.register_script(_PUBLISH_SCRIPT)
-            self._epoch_script = self._client_instance.register_script(_EPOCH_SCRIPT)
+            self._script = self._client_instance.register_script(_script("publish.lua"))
+            self._epoch_script = self._client_instance.register_script(_script("epoch.lua"))
         return self._client_instance
 
     @staticmethod

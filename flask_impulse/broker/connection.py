@@ -13,6 +13,7 @@ from gevent.event import Event
 from .. import metrics
 from ..sse import HEARTBEAT, encode_retry
 from .message import Message, MessageKey
+from .subscription import Subscription
 
 #: Seconds a graceful end (a drain) gives a write in progress, and the final write, to finish.
 GRACEFUL_WRITE_TIMEOUT = 1.0
@@ -82,8 +83,8 @@ def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
         client.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds * 1000), 1))
 
 
-class Connection:
-    """A subscriber's stream.
+class Connection(Subscription):
+    """A subscriber's stream: its subscription, its queue and its writer.
 
     Publishers call :meth:`offer` (through the broker); it never blocks. The stream's own
     greenlet runs :meth:`frames`, which waits for messages and hands them to the server in
@@ -116,9 +117,6 @@ class Connection:
         "_unsent",
         "_wakeup",
         "_writing",
-        "audience_key",
-        "channels",
-        "topic",
     )
 
     def __init__(
@@ -130,9 +128,7 @@ class Connection:
         max_messages: int,
         max_bytes: int,
     ) -> None:
-        self.channels = channels
-        self.topic = topic
-        self.audience_key = audience_key
+        super().__init__(channels, topic, audience_key)
         # A list, not a deque: it is only appended to and emptied whole, and an empty deque
         # costs a 600-byte block per idle stream.
         self._queue: list[Message] = []
@@ -158,11 +154,7 @@ class Connection:
 
     # -- publisher side ---------------------------------------------------------------
     def offer(self, message: Message) -> bool:
-        """Queue ``message`` if this connection's subscription matches it."""
-        if message.topic is not None and message.topic != self.topic:
-            return False
-        if message.audience is not None and self.audience_key not in message.audience:
-            return False
+        """Queue ``message``, which the broker selected for this subscription (see ``select``)."""
         if self._closing is not None:
             return False
         if len(self._queue) >= self._max_messages or self._queued_bytes + len(message.frame) > self._max_bytes:
@@ -177,6 +169,9 @@ class Connection:
             self._flush_scheduled = True
             _schedule_flush(self)
         return True
+
+    #: A connection is the receiver connected to its channels' signals.
+    __call__ = offer
 
     def _flush(self) -> None:
         """Send what was queued since the last turn of the event loop, without waking the writer.
@@ -211,14 +206,6 @@ class Connection:
             self._unsent = data[written:]
             self._queued_bytes = len(self._unsent)
             self._wakeup.set()
-
-    def matches(self, message: Message) -> bool:
-        """Whether this subscription would receive ``message`` (used to filter a replay)."""
-        return (
-            message.channel in self.channels
-            and (message.topic is None or message.topic == self.topic)
-            and (message.audience is None or self.audience_key in message.audience)
-        )
 
     def skip_through(self, key: MessageKey) -> None:
         """Drop live messages up to ``key``: a resuming client already has them."""

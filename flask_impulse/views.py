@@ -20,7 +20,7 @@ from . import _json, metrics
 from .access import Admission
 from .auth import check_publisher
 from .broker import Connection, Draft, Published
-from .broker.connection import abort_when_unacknowledged, direct_writes_allowed
+from .broker.transport import abort_when_unacknowledged, direct_writes_allowed
 from .errors import PushError
 from .extension import EXTENSION_KEY, ImpulseState
 from .readiness import check_delivery

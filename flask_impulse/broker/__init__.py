@@ -203,8 +203,3 @@ class Broker:
                 gevent.sleep(max(started + (index + 1) * step - time.monotonic(), 0))
 
         return gevent.spawn(close_all)
-
-    def close(self) -> None:
-        for connection in list(self.connections):
-            connection.close("broker closed")
-        self.backplane.close()

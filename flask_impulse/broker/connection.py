@@ -6,7 +6,7 @@ options, the hang-up watcher) is in ``transport.py``."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import gevent
 from gevent.event import Event
@@ -228,7 +228,7 @@ class Connection(Subscription):
         replay: list[Message],
         heartbeat_interval: float,
         on_end: Callable[[], None] | None = None,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """The stream body: preamble and replay, then live messages and heartbeats.
 
         Each ``yield`` is one socket write. A write that cannot finish within a heartbeat

@@ -23,7 +23,7 @@ from gunicorn.glogging import Logger, SafeAtoms
 
 from . import instance
 from .broker import live_brokers
-from .broker.connection import allow_direct_writes
+from .broker.transport import allow_direct_writes
 from .metrics import forget_worker
 from .security.redaction import REDACTED, SECRET_ATOMS, RedactingFilter, install, redact
 

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import _json, metrics
 from .broker import Connection, Draft, Published
-from .broker.connection import abort_when_unacknowledged, direct_writes_allowed
+from .broker.transport import abort_when_unacknowledged, direct_writes_allowed
 from .errors import PushError, Refusal, SubscriptionRefused
 from .readiness import check_delivery
 from .security.access import Admission

@@ -127,9 +127,11 @@ def test_a_full_queue_closes_only_the_slow_connection() -> None:
     broker = make_broker(queue_max_messages=3)
     slow = broker.open(("c",), None, None)
     fast = broker.open(("c",), None, None)
+    writer = fast.frames(b"", [], heartbeat_interval=5)
+    next(writer)
     for sequence in range(5):
         broker.deliver(Message.create((1, sequence), "c", b"{}"))
-        fast.take(0)
+        assert next(writer).startswith(b"id: 1-%d\n" % sequence)  # the fast one writes each at once
     assert slow.closing_reason == "slow consumer: its queue is full"
     assert slow.queued == 0  # its memory is released at once
     assert fast.closing_reason is None

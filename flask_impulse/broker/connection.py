@@ -1,11 +1,12 @@
-"""One open stream: its subscription, and the bounded queue between publishers and its writer."""
+"""One open stream: its subscription, and the bounded queue between publishers and its writer.
+
+What touches the client's socket without knowing the queue (the direct-writes switch, TCP
+options, the hang-up watcher) is in ``transport.py``."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import gevent
 from gevent.event import Event
@@ -13,26 +14,11 @@ from gevent.event import Event
 from .. import metrics
 from ..sse import HEARTBEAT, encode_retry
 from .message import Message, MessageKey
+from .subscription import Subscription
+from .transport import StalledWrite, Watcher, watch_hangup
 
 #: Seconds a graceful end (a drain) gives a write in progress, and the final write, to finish.
 GRACEFUL_WRITE_TIMEOUT = 1.0
-
-_direct_writes = False
-
-
-def allow_direct_writes(allowed: bool) -> None:
-    """Let the event loop write to clients' sockets itself (see :meth:`Connection.write_directly`).
-
-    Only the server knows how it frames a response body; our gunicorn config turns this on
-    in each worker where gunicorn serves plain HTTP/1.x, whose framing is known.
-    """
-    global _direct_writes
-    _direct_writes = allowed
-
-
-def direct_writes_allowed() -> bool:
-    return _direct_writes
-
 
 _to_flush: list[Connection] = []
 
@@ -56,34 +42,8 @@ def _flush_all() -> None:
         metrics.recorder.written(oldest)
 
 
-class StalledWrite(ConnectionResetError):
-    """Raised into a stream's greenlet whose client stopped reading: gunicorn treats it as a
-    reset connection, closes the socket quietly, and our generator's ``finally`` cleans up."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(errno.ECONNRESET, reason)
-
-
-def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
-    """Have the kernel abort the connection when data sent to ``client`` stays unacknowledged
-    for ``seconds`` (TCP_USER_TIMEOUT, Linux).
-
-    A half-open connection (the client's machine or network vanished without a FIN or RST)
-    takes writes into its send buffer for a long while: a heartbeat write succeeds, and TCP
-    would retransmit it for about 15 minutes before giving up. With this limit, the first
-    heartbeat the client does not acknowledge aborts the connection ``seconds`` later; the
-    hang-up watcher sees the socket error and closes the stream.
-    """
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if option is None or client.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    # A socket that takes no TCP options keeps the heartbeat's stall timeout alone.
-    with contextlib.suppress(OSError):
-        client.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds * 1000), 1))
-
-
-class Connection:
-    """A subscriber's stream.
+class Connection(Subscription):
+    """A subscriber's stream: its subscription, its queue and its writer.
 
     Publishers call :meth:`offer` (through the broker); it never blocks. The stream's own
     greenlet runs :meth:`frames`, which waits for messages and hands them to the server in
@@ -116,9 +76,6 @@ class Connection:
         "_unsent",
         "_wakeup",
         "_writing",
-        "audience_key",
-        "channels",
-        "topic",
     )
 
     def __init__(
@@ -130,9 +87,7 @@ class Connection:
         max_messages: int,
         max_bytes: int,
     ) -> None:
-        self.channels = channels
-        self.topic = topic
-        self.audience_key = audience_key
+        super().__init__(channels, topic, audience_key)
         # A list, not a deque: it is only appended to and emptied whole, and an empty deque
         # costs a 600-byte block per idle stream.
         self._queue: list[Message] = []
@@ -144,7 +99,7 @@ class Connection:
         self._retry_ms: int | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._writing = False
-        self._hangup_watcher: object | None = None
+        self._hangup_watcher: Watcher | None = None
         # During resume, live messages at or before the last replayed id are already sent.
         self._skip_until: MessageKey | None = None
         # Direct writes: the client socket, its non-blocking send, set while the writer sleeps
@@ -158,11 +113,7 @@ class Connection:
 
     # -- publisher side ---------------------------------------------------------------
     def offer(self, message: Message) -> bool:
-        """Queue ``message`` if this connection's subscription matches it."""
-        if message.topic is not None and message.topic != self.topic:
-            return False
-        if message.audience is not None and self.audience_key not in message.audience:
-            return False
+        """Queue ``message``, which the broker selected for this subscription (see ``select``)."""
         if self._closing is not None:
             return False
         if len(self._queue) >= self._max_messages or self._queued_bytes + len(message.frame) > self._max_bytes:
@@ -177,6 +128,9 @@ class Connection:
             self._flush_scheduled = True
             _schedule_flush(self)
         return True
+
+    #: A connection is the receiver connected to its channels' signals.
+    __call__ = offer
 
     def _flush(self) -> None:
         """Send what was queued since the last turn of the event loop, without waking the writer.
@@ -212,14 +166,6 @@ class Connection:
             self._queued_bytes = len(self._unsent)
             self._wakeup.set()
 
-    def matches(self, message: Message) -> bool:
-        """Whether this subscription would receive ``message`` (used to filter a replay)."""
-        return (
-            message.channel in self.channels
-            and (message.topic is None or message.topic == self.topic)
-            and (message.audience is None or self.audience_key in message.audience)
-        )
-
     def skip_through(self, key: MessageKey) -> None:
         """Drop live messages up to ``key``: a resuming client already has them."""
         self._skip_until = key
@@ -252,17 +198,6 @@ class Connection:
             # The writer is stuck in a write to a client that is not reading: break it out.
             self._greenlet.kill(StalledWrite(self._closing or "stream closed"), block=False)
 
-    def take(self, timeout: float) -> list[Message]:
-        """For a consumer inside the process (the readiness check): wait up to ``timeout``
-        seconds for queued messages, and take them all."""
-        if not self._queue and self._closing is None:
-            self._wakeup.clear()
-            self._wakeup.wait(timeout)
-        batch = list(self._queue)
-        self._queue.clear()
-        self._queued_bytes = 0
-        return batch
-
     @property
     def closing_reason(self) -> str | None:
         return self._closing
@@ -277,35 +212,15 @@ class Connection:
 
         Only for a server that has sent the response head when the first frame is written,
         and frames the body as ``chunked`` says (HTTP/1.1 chunked encoding, or raw bytes):
-        see :func:`allow_direct_writes`.
+        see :func:`.transport.allow_direct_writes`.
         """
         self._socket = client
         self._raw_send = getattr(client, "_sock", client).send  # gevent's socket wraps a non-blocking one
         self._chunked = chunked
 
     def watch_hangup(self, client: socket.socket) -> None:
-        """Close as soon as the client hangs up, not at the next write.
-
-        An EventSource never sends anything after its request, so the socket turns readable
-        only when the client closes it (or sends garbage). A libev watcher costs no greenlet;
-        its callback peeks without blocking, in the hub.
-        """
-        raw = getattr(client, "_sock", client)  # gevent's socket wraps the real one
-        watcher = gevent.get_hub().loop.io(client.fileno(), 1)
-
-        def on_readable() -> None:
-            try:
-                data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            watcher.stop()
-            if not data:
-                self.close("client disconnected")
-
-        watcher.start(on_readable)
-        self._hangup_watcher = watcher
+        """Close as soon as the client hangs up, not at the next write (see :func:`watch_hangup`)."""
+        self._hangup_watcher = watch_hangup(client, lambda: self.close("client disconnected"))
 
     def frames(
         self,
@@ -313,7 +228,7 @@ class Connection:
         replay: list[Message],
         heartbeat_interval: float,
         on_end: Callable[[], None] | None = None,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """The stream body: preamble and replay, then live messages and heartbeats.
 
         Each ``yield`` is one socket write. A write that cannot finish within a heartbeat
@@ -367,7 +282,7 @@ class Connection:
                         metrics.recorder.written(batch[0].published_at)
         finally:
             if self._hangup_watcher is not None:
-                self._hangup_watcher.stop()  # type: ignore[attr-defined]
+                self._hangup_watcher.stop()
             if on_end is not None:
                 on_end()
 

@@ -29,6 +29,29 @@ class Replay:
     skip_through: MessageKey | None = None
 
 
+def may_have_missed(
+    after: MessageKey,
+    *,
+    issued: MessageKey | None,
+    lost_through: MessageKey | None,
+    first: MessageKey | None = None,
+    truncated: bool = False,
+) -> bool:
+    """The gap rule, for every backplane: whether messages after ``after`` may be missing.
+
+    They may when ``after`` is newer than any id issued (another service's, or forged),
+    older than ``first`` (the first id of the history now serving: what came after older ids
+    did not survive a restart), not newer than ``lost_through`` (the newest message that left
+    the history), or when the history held more than was read (``truncated``).
+    """
+    return (
+        (issued is not None and after > issued)
+        or (first is not None and after < first)
+        or (lost_through is not None and lost_through > after)
+        or truncated
+    )
+
+
 class _Retained:
     """A retained message without what only live delivery needs (its channel is the dict key,
     and its chunked framing is rebuilt on replay): a retained message costs its frame plus
@@ -102,20 +125,21 @@ class MemoryHistory:
         if len(self._order) > 2 * self._count + 1024:
             self._compact()
 
-    def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
+    def replay(self, channels: Iterable[str], after: MessageKey | None, issued: MessageKey | None = None) -> Replay:
+        """The retained messages of ``channels`` after ``after``; ``issued``: the newest key issued."""
         if after is None:
             return Replay([], gap=True)
         self.expire()
-        gap = after < self._started
+        lost_through = self._forgotten
         messages: list[Message] = []
         for channel in channels:
-            if max(self._evicted.get(channel, self._forgotten), self._forgotten) > after:
-                gap = True
+            lost_through = max(lost_through, self._evicted.get(channel, lost_through))
             retained = self._channels.get(channel)
             if retained:
                 messages.extend(entry.message(channel) for entry in retained if entry.key > after)
         if len(messages) > 1:
             messages.sort(key=lambda message: message.key)
+        gap = may_have_missed(after, first=self._started, issued=issued, lost_through=lost_through)
         return Replay(messages, gap)
 
     def expire(self) -> None:

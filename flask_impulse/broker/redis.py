@@ -19,6 +19,10 @@ setting guarantees):
    first id issued by the Redis process now serving. Every id before it may have lost
    successors (history gone, or an acknowledged message that never reached a listener).
 
+The listener, its backoff, dedupe and catch-up, the epoch rule and the replay's gap rule are
+every shared backplane's (``shared.py``); this module implements them on Redis: the scripts
+(``ids.lua``, ``epoch.lua``, ``publish.lua``), the pub/sub subscription and one read of the history.
+
 Tokens never reach Redis: audiences are keyed hashes, made by the broker before publishing;
 so are idempotency keys. redis-py is imported on first use, not at construction, so that
 building an app in a gunicorn master (the CLI does, to check the configuration) imports
@@ -30,41 +34,28 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import random
 import socket
 import time
 import uuid
-import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackplaneUnavailable, ConfigurationError, OutcomeUnknown
-from .backplane import Backplane, Draft, Published
-from .history import Replay
-from .message import Message, MessageKey, format_id, parse_id
+from .backplane import Draft, Published
+from .message import MessageKey, format_id
+from .shared import BATCH, Incoming, Retained, SharedBackplane, encode_body, raw_key
 
 if TYPE_CHECKING:
     import redis as redis_py
-
-    from .connection import Connection
 
 log = logging.getLogger("flask_impulse.redis")
 
 INSTALL_HINT = "the Redis backplane needs redis-py: pip install flask-impulse[redis]"
 
-#: Seconds a stream opening before the process's first subscription waits for it; later
-#: streams never wait (a listener that is resubscribing catches them up instead).
-FIRST_SUBSCRIPTION_WAIT = 2.0
-#: Silence on the subscription, in seconds, after which the listener pings Redis; no answer
-#: within as long again means the connection is dead (a half-open socket never errors).
-PING_AFTER = 5.0
-#: Resubscription backoff, in seconds: doubles from the first value up to the second, jittered.
-BACKOFF = (0.05, 2.0)
 #: Connect and command timeouts: a push fails fast rather than hang on an unreachable Redis.
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
-#: Most pub/sub messages handled per wake-up: the batch shares one delivery report to Redis.
-BATCH = 1000
 #: Seconds a delivery report list lives in Redis if its publisher stopped waiting.
 REPORT_TTL_MS = 30_000
 #: Bytes of bookkeeping counted per retained message on top of its channel and body: about
@@ -76,122 +67,11 @@ SCAN_LIMIT = 10_000
 #: Seconds between polls of a duplicate whose first push is still counting its deliveries.
 DUPLICATE_POLL = 0.02
 
-# Shared by both scripts. The epoch is the first id issued by the current Redis process
-# (its run_id, from INFO): every id before it may have lost successors, because a restart
-# loses what the dataset held (no persistence), or its last second (AOF everysec), and a
-# message acknowledged just before a crash may never have reached a subscriber. It is
-# computed like the next id, so it is newer than every id the previous process issued.
-_EPOCH_LUA = """
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
 
-local function now_ms()
-  local now = redis.call('TIME')
-  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-end
-
-local function next_id(last_key, ms)
-  local seq = 0
-  local last = redis.call('GET', last_key)
-  if last then
-    local last_ms, last_seq = parse(last)
-    if last_ms >= ms then
-      ms = last_ms
-      seq = last_seq + 1
-    end
-  end
-  return string.format('%.0f-%d', ms, seq)
-end
-
-local function epoch(epoch_key, last_key, ms)
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  local current = redis.call('GET', epoch_key)
-  if current then
-    local current_run, id = string.match(current, '^(%x+) (%S+)$')
-    if current_run == run then
-      return id
-    end
-  end
-  local id = next_id(last_key, ms)
-  redis.call('SET', epoch_key, run .. ' ' .. id)
-  return id
-end
-"""
-
-# KEYS: last id, epoch. Returns the epoch, the last id issued (or false), Redis's clock in ms.
-_EPOCH_SCRIPT = (
-    _EPOCH_LUA
-    + """
-local ms = now_ms()
-return {epoch(KEYS[2], KEYS[1], ms), redis.call('GET', KEYS[1]), ms}
-"""
-)
-
-# KEYS: last id, epoch, history stream, trimmed mark, history bytes, [idempotency key].
-# ARGV: history TTL in ms (0: no history), history max bytes, bus channel, report list (or
-# ""), channel, body, idempotency TTL in ms, ENTRY_OVERHEAD.
-# One stream holds the history of every channel, bounded in total (bytes, counted here, and
-# age); per-channel counts apply when reading. The trimmed mark is the newest id that left
-# it: a resume from an older id may have lost messages, and says so with a gap event.
-# A repeated idempotency key publishes nothing and returns what its key holds: the first id,
-# then ":sent" once that push has counted its deliveries.
-_PUBLISH_SCRIPT = (
-    _EPOCH_LUA
-    + """
-local ms = now_ms()
-epoch(KEYS[2], KEYS[1], ms)
-local idem = KEYS[6]
-if idem then
-  local first = redis.call('GET', idem)
-  if first then
-    return {first, 0, 1}
-  end
-end
-local id = next_id(KEYS[1], ms)
-redis.call('SET', KEYS[1], id)
-
-local ttl, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
-if ttl > 0 and max_bytes > 0 then
-  redis.call('XADD', KEYS[3], id, 'c', ARGV[5], 'm', ARGV[6])
-  local overhead = tonumber(ARGV[8])
-  local bytes = redis.call('INCRBY', KEYS[5], #ARGV[5] + #ARGV[6] + overhead)
-  local min_ms = ms - ttl
-  local trimmed = false
-  local done = false
-  local count = 1  -- most pushes only look at the oldest entry; trims read in batches
-  repeat
-    local oldest = redis.call('XRANGE', KEYS[3], trimmed and ('(' .. trimmed) or '-', '+', 'COUNT', count)
-    done = #oldest < count
-    count = 32
-    for _, entry in ipairs(oldest) do
-      if bytes <= max_bytes and parse(entry[1]) >= min_ms then
-        done = true
-        break
-      end
-      bytes = bytes - (#entry[2][2] + #entry[2][4] + overhead)
-      trimmed = entry[1]
-    end
-  until done
-  if trimmed then
-    local trimmed_ms, trimmed_seq = parse(trimmed)
-    redis.call('XTRIM', KEYS[3], 'MINID', string.format('%.0f-%d', trimmed_ms, trimmed_seq + 1))
-    if redis.call('XLEN', KEYS[3]) == 0 then
-      bytes = 0
-    end
-    redis.call('SET', KEYS[5], bytes)
-    redis.call('SET', KEYS[4], trimmed)
-  end
-end
-local receivers = redis.call('PUBLISH', ARGV[3], id .. '\\n' .. ARGV[4] .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[6])
-if idem then
-  -- Without a report to wait for, the count is final now: the processes the message reached.
-  redis.call('SET', idem, ARGV[4] == '' and (id .. ':' .. receivers) or id, 'PX', ARGV[7])
-end
-return {id, receivers, 0}
-"""
-)
+def _lua(name: str) -> str:
+    """A Lua script shipped beside this module, after the id and epoch functions it calls."""
+    folder = resources.files(__package__)
+    return folder.joinpath("ids.lua").read_text("utf-8") + folder.joinpath(name).read_text("utf-8")
 
 
 def check_redis_url(url: str) -> None:
@@ -229,37 +109,16 @@ class _Keys:
         return f"{self.prefix}:sent:{uuid.uuid4().hex}"
 
 
-def encode_body(draft: Draft) -> bytes:
-    """What Redis stores and carries for a message, besides its id and channel.
-
-    ``topic \\n audience \\n data``: channel and topic cannot hold a newline (control characters
-    are refused) and compact JSON never does. The audience is ``*`` for everyone, or the hex
-    keyed hashes of its tokens, comma-separated (empty: nobody).
-    """
-    topic = draft.topic.encode() if draft.topic is not None else b""
-    audience = b"*" if draft.audience is None else b",".join(key.hex().encode() for key in draft.audience)
-    return b"\n".join((topic, audience, draft.data))
-
-
-def decode_message(key: MessageKey, channel: str, body: bytes) -> Message:
-    topic, audience, data = body.split(b"\n", 2)
-    return Message.create(
-        key,
-        channel,
-        data,
-        topic.decode() if topic else None,
-        None if audience == b"*" else frozenset(bytes.fromhex(h.decode()) for h in audience.split(b",") if h),
-        published_at=key[0] / 1000,
-    )
-
-
-class RedisBackplane(Backplane):
+class RedisBackplane(SharedBackplane):
     """Cluster-wide ids, history and delivery through one Redis server.
 
     ``sent_timeout`` bounds how long a publisher waits for the delivery reports of the worker
     processes its message reached; with 0 it does not wait, and ``sent`` counts those processes.
     ``history_max_bytes`` bounds the history of all channels together, in Redis (0: no bound).
     """
+
+    store = "Redis"
+    log = log
 
     def __init__(
         self,
@@ -274,30 +133,16 @@ class RedisBackplane(Backplane):
         idempotency_ttl: float = 600.0,
     ) -> None:
         check_redis_url(url)
+        super().__init__(history_size=history_size, history_ttl=history_ttl, retry_ms=retry_ms)
         self.url = url
         self.keys = _Keys(prefix)
-        self._history_size = history_size
-        self._history_ttl_ms = int(history_ttl * 1000) if history_size > 0 else 0
         # 0 means no bound, as in memory; the script takes a number, and 2**53 is Lua's largest exact one.
         self._history_max_bytes = history_max_bytes or 2**53
         self._sent_timeout = sent_timeout
-        self._retry_ms = retry_ms
         self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
         self._client_instance: redis_py.Redis | None = None
         self._script: Any = None
         self._epoch_script: Any = None
-        self._listener: Any = None  # gevent.Greenlet, once a local stream needs one
-        self._first_subscription: Any = None  # gevent Event
-        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
-        self._delivered: MessageKey | None = None  # the newest message handed to local streams
-        self._baseline: MessageKey | None = None  # the last id in Redis when first subscribed
-        self._epoch: bytes | None = None  # the epoch of the Redis process last subscribed to
-        self._caught_up: dict[bytes, int] = {}  # delivery counts of caught-up messages, for reports
-        self.subscribed = False
-
-    @property
-    def _history_on(self) -> bool:
-        return self._history_ttl_ms > 0
 
     # -- the connection to Redis ---------------------------------------------------------
     @property
@@ -319,12 +164,11 @@ class RedisBackplane(Backplane):
                 # CLIENT LIST then tells which host and worker holds each connection.
                 client_name=f"flask-impulse/{socket.gethostname()}/{os.getpid()}",
             )
-            self._script = self._client_instance.register_script(_PUBLISH_SCRIPT)
-            self._epoch_script = self._client_instance.register_script(_EPOCH_SCRIPT)
+            self._script = self._client_instance.register_script(_lua("publish.lua"))
+            self._epoch_script = self._client_instance.register_script(_lua("epoch.lua"))
         return self._client_instance
 
-    @staticmethod
-    def _redis_error() -> type[Exception]:
+    def _backend_error(self) -> type[Exception]:
         return _import_redis().RedisError  # type: ignore[no-any-return]
 
     # -- publishing ------------------------------------------------------------------------
@@ -349,7 +193,7 @@ class RedisBackplane(Backplane):
                 for draft in drafts:
                     self._run_script(pipe, draft, report)
                 results = pipe.execute()
-        except self._redis_error() as exc:
+        except self._backend_error() as exc:
             raise OutcomeUnknown(
                 "Outcome unknown",
                 f"Redis did not answer ({exc}); the push may have been published: retry with the "
@@ -366,7 +210,7 @@ class RedisBackplane(Backplane):
         try:
             pool = client.connection_pool
             pool.release(pool.get_connection())
-        except self._redis_error() as exc:
+        except self._backend_error() as exc:
             raise BackplaneUnavailable(
                 "Backplane unavailable",
                 f"Redis did not take the push ({exc}); nothing was published, retry later",
@@ -411,7 +255,7 @@ class RedisBackplane(Backplane):
             for key, message_id in keyed:
                 pipe.set(key, message_id + b":%d" % counts[message_id], xx=True, keepttl=True)
             pipe.execute()
-        except self._redis_error() as exc:
+        except self._backend_error() as exc:
             log.warning("could not record delivery counts for idempotency keys (%s); duplicates answer 0", exc)
 
     def _answer(self, draft: Draft, result: Any, counts: dict[bytes, int]) -> Published:
@@ -438,7 +282,7 @@ class RedisBackplane(Backplane):
                 _, _, sent = stored.partition(b":")
                 if sent:
                     return int(sent)
-        except self._redis_error() as exc:
+        except self._backend_error() as exc:
             log.info("could not read the first push's count (%s); the duplicate answers 0", exc)
         return 0
 
@@ -468,7 +312,7 @@ class RedisBackplane(Backplane):
                         missing -= self._count_report(item, counts)
             if missing > 0:
                 log.info("sent: %d delivery reports missing after %.2fs", missing, self._sent_timeout)
-        except self._redis_error() as exc:
+        except self._backend_error() as exc:
             log.warning("sent: could not read delivery reports (%s)", exc)
         # Nothing to clean up: Redis drops a list once it is empty, and reports that come too
         # late expire with their list.
@@ -483,123 +327,35 @@ class RedisBackplane(Backplane):
         return 1
 
     # -- history ---------------------------------------------------------------------------
-    def replay(self, channels: Iterable[str], after: MessageKey | None) -> Replay:
-        """Retained messages after ``after``, with gap detection equivalent to ``MemoryHistory``.
-
-        A gap: ``after`` predates the Redis process now serving (see the epoch), a message
-        after it left the history (by the total bound or age: any channel's, so a gap may be
-        reported that was not one, never the reverse), a channel had more than its count since
-        ``after``, or more than ``SCAN_LIMIT`` messages were published since. When Redis cannot
-        be read, the stream still opens, with a gap event: the client learns it may have
-        missed something.
-        """
-        if after is None or not self._history_on:
-            return Replay([], gap=True)
-        try:
-            client = self._client
-            pipe = client.pipeline(transaction=True)
-            self._epoch_script(keys=[self.keys.last_id, self.keys.epoch], client=pipe)
-            pipe.get(self.keys.trimmed)
+    def _read_history(self, after: MessageKey | None) -> Retained:
+        """The epoch, the last id and the trimmed mark, with (unless ``after`` is None) the
+        newest ``SCAN_LIMIT`` entries after ``after``, in one MULTI/EXEC."""
+        pipe = self._client.pipeline(transaction=True)
+        self._epoch_script(keys=[self.keys.last_id, self.keys.epoch], client=pipe)
+        pipe.get(self.keys.trimmed)
+        if after is not None:
             pipe.xrevrange(self.keys.history, min=f"({format_id(after)}", count=SCAN_LIMIT + 1)
-            (epoch, last_id, now_ms), trimmed, entries = pipe.execute()
-        except self._redis_error() as exc:
-            log.warning("replay: Redis unavailable (%s); the stream opens with a gap event", exc)
-            return Replay([], gap=True)
-        # Newer than any id issued, as MemoryBackplane judges it: another service's, or forged.
-        future = after > max(_key(last_id) if last_id else (0, 0), (now_ms, 0))
-        gap = (
-            future
-            or after < _key(epoch)
-            or (trimmed is not None and _key(trimmed) > after)
-            or len(entries) > SCAN_LIMIT
+        (epoch, last, now_ms), trimmed, *read = pipe.execute()
+        entries = read[0] if read else []
+        return Retained(
+            epoch=raw_key(epoch),
+            last=raw_key(last) if last else None,
+            now_ms=now_ms,
+            trimmed=raw_key(trimmed) if trimmed is not None else None,
+            entries=[(entry_id, fields[b"c"].decode(), fields[b"m"]) for entry_id, fields in entries[:SCAN_LIMIT]],
+            truncated=len(entries) > SCAN_LIMIT,
         )
-        cutoff_ms = now_ms - self._history_ttl_ms
-        messages, lost = self._select(entries[:SCAN_LIMIT], set(channels), cutoff_ms, self._history_size)
-        # The client has everything up to its id, which this process's listener may not have
-        # delivered yet; never beyond the last id issued, so a foreign id cannot mute a stream.
-        skip_through = min(after, _key(last_id)) if last_id else None
-        return Replay(messages, gap or lost, skip_through)
-
-    @staticmethod
-    def _select(
-        newest_first: list[Any], channels: set[str], cutoff_ms: int, per_channel: int
-    ) -> tuple[list[Message], bool]:
-        """The messages of ``channels`` among history entries, oldest first, each channel's
-        newest ``per_channel`` only, past-TTL ones dropped; True if any was dropped."""
-        kept: dict[str, int] = {}
-        messages: list[Message] = []
-        lost = False
-        for entry_id, fields in newest_first:
-            channel = fields[b"c"].decode()
-            if channel not in channels:
-                continue
-            key = _key(entry_id)
-            if key[0] < cutoff_ms or kept.get(channel, 0) >= per_channel:
-                lost = True  # past its TTL (not yet trimmed), or beyond the channel's count
-                continue
-            kept[channel] = kept.get(channel, 0) + 1
-            messages.append(decode_message(key, channel, fields[b"m"]))
-        messages.reverse()
-        return messages, lost
 
     # -- subscribing -----------------------------------------------------------------------
-    def attach(self, connection: Connection) -> None:
-        """A local stream opened: make sure this process is subscribed.
-
-        The first stream starts the listener and waits (briefly) for the subscription, so that
-        a push made right after the stream opened is not missed. The connection is remembered
-        weakly: after a resubscription, the listener catches up the channels of live streams.
-        """
-        self._connections.add(connection)
-        if self._listener is None:
-            import gevent
-            from gevent import monkey
-            from gevent.event import Event
-
-            if not monkey.is_module_patched("socket"):
-                # An unpatched Redis socket would block the hub, and every stream with it.
-                raise ConfigurationError(
-                    "streams with the Redis backplane need gevent-patched sockets: "
-                    "serve the app with gunicorn's gevent worker (-k gevent)"
-                )
-
-            self._first_subscription = Event()
-            self._listener = gevent.spawn(self._listen)
-        if not self._first_subscription.is_set():
-            self._first_subscription.wait(FIRST_SUBSCRIPTION_WAIT)
-
-    def _listen(self) -> None:
-        """The listener greenlet: subscribe, catch up, pump; on any failure, back off and redo."""
-        import gevent
-
-        delay = BACKOFF[0]
-        failing = False
-        while True:
-            pubsub = None
-            try:
-                pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
-                pubsub.subscribe(self.keys.bus)
-                self._await_confirmation(pubsub)
-                self._catch_up()
-                self.subscribed = True
-                self._first_subscription.set()
-                if failing:
-                    log.warning("Redis subscription restored")
-                failing, delay = False, BACKOFF[0]
-                self._pump(pubsub)
-            except self._redis_error() as exc:
-                if not failing:
-                    log.warning("Redis subscription lost (%s); resubscribing with backoff", exc)
-                failing = True
-            except Exception:
-                log.exception("Redis listener failed; resubscribing")
-                failing = True
-            finally:
-                self.subscribed = False
-                if pubsub is not None:
-                    _close_quietly(pubsub)
-            gevent.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF[1])
+    def _subscribe(self) -> Any:
+        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(self.keys.bus)
+            self._await_confirmation(pubsub)
+        except BaseException:
+            self._unsubscribe(pubsub)
+            raise
+        return pubsub
 
     def _await_confirmation(self, pubsub: Any) -> None:
         deadline = time.monotonic() + COMMAND_TIMEOUT
@@ -609,133 +365,41 @@ class RedisBackplane(Backplane):
                 return
         raise _import_redis().ConnectionError("Redis did not confirm the subscription")
 
-    def _pump(self, pubsub: Any) -> None:
-        awaiting_pong = False
-        while True:
-            message = pubsub.get_message(timeout=PING_AFTER)
-            if message is None:
-                if awaiting_pong:
-                    raise _import_redis().ConnectionError(f"Redis did not answer a ping within {PING_AFTER}s")
-                pubsub.ping()
-                awaiting_pong = True
-                continue
-            awaiting_pong = False
-            batch = [message]
-            try:
-                while len(batch) < BATCH:
-                    more = pubsub.get_message(timeout=0.0)
-                    if more is None:
-                        break
-                    batch.append(more)
-            finally:
-                # redis-py hands over the last message a broken connection read, and raises
-                # on the next call: what was read is delivered before the error resubscribes.
-                self._handle(batch)
+    def _receive(self, subscription: Any, timeout: float) -> Any:
+        return subscription.get_message(timeout=timeout)
 
-    def _handle(self, batch: list[dict[str, Any]]) -> None:
-        """Deliver a batch of bus messages locally, then report the counts to their publishers."""
-        reports: dict[bytes, list[bytes]] = {}
-        for item in batch:
-            if item["type"] != "message":
-                continue
-            try:
-                raw_id, report, channel, body = item["data"].split(b"\n", 3)
-                key = _key(raw_id)
-            except ValueError:
-                log.error("ignoring a malformed message on %s", self.keys.bus)
-                continue
-            if self._delivered is not None and key <= self._delivered:
-                count = self._caught_up.pop(raw_id, 0)  # already delivered by a catch-up
-            else:
-                self._delivered = key
-                count = self._deliver_safely(decode_message(key, channel.decode(), body))
-            if report:
-                reports.setdefault(report, []).append(raw_id + b":%d" % count)
-        if reports:
-            self._send_reports(reports)
+    def _ping(self, subscription: Any) -> None:
+        subscription.ping()
 
-    def _deliver_safely(self, message: Message) -> int:
+    def _unpack(self, item: Any) -> Incoming | None:
+        if item["type"] != "message":
+            return None
         try:
-            return self._deliver(message)
-        except Exception:
-            log.exception("local delivery of %s failed", message.id)
-            return 0
+            raw_id, report, channel, body = item["data"].split(b"\n", 3)
+            return raw_key(raw_id), report, channel.decode(), body
+        except ValueError:
+            log.error("ignoring a malformed message on %s", self.keys.bus)
+            return None
 
-    def _send_reports(self, reports: dict[bytes, list[bytes]]) -> None:
+    def _unsubscribe(self, subscription: Any) -> None:
+        try:
+            subscription.close()
+        except Exception as exc:  # a broken socket may fail to close; the listener moves on
+            log.debug("closing the subscription failed: %s", exc)
+
+    def _report(self, reports: dict[bytes, list[tuple[MessageKey, int]]]) -> None:
         try:
             pipe = self._client.pipeline(transaction=False)
-            for report, items in reports.items():
-                pipe.rpush(report, *items)
+            for report, counts in reports.items():
+                pipe.rpush(report, *(b"%d-%d:%d" % (key[0], key[1], count) for key, count in counts))
                 pipe.pexpire(report, REPORT_TTL_MS)
             pipe.execute()
-        except self._redis_error() as exc:
+        except self._backend_error() as exc:
             log.info("could not report deliveries (%s); their publishers count them as missing", exc)
-
-    def _catch_up(self) -> None:
-        """After a (re)subscription, deliver what the local streams missed while unsubscribed.
-
-        Runs between the subscription's confirmation and the first message read from it, so
-        that every message is either in the history read here or on the subscription (both,
-        for some: ``_handle`` drops those). When the missed messages may not all be in
-        history (some left it, or Redis restarted: its epoch changed, and what the previous
-        process acknowledged may be lost), the local streams are closed with a retry hint:
-        they resume by Last-Event-ID and get the gap event that the normal resume path sends.
-        """
-        pipe = self._client.pipeline(transaction=True)
-        self._epoch_script(keys=[self.keys.last_id, self.keys.epoch], client=pipe)
-        pipe.get(self.keys.trimmed)
-        if self._baseline is None:
-            (self._epoch, last, _), _ = pipe.execute()
-            self._baseline = _key(last) if last else (0, 0)
-            return
-        after = self._delivered or self._baseline
-        pipe.xrange(self.keys.history, min=f"({format_id(after)}", count=SCAN_LIMIT + 1)
-        (epoch, _, _), trimmed, entries = pipe.execute()
-        restarted, self._epoch = epoch != self._epoch, epoch
-        self._caught_up.clear()
-        channels = {channel for c in list(self._connections) for channel in c.channels}
-        if restarted:
-            reason = "Redis restarted: messages may have been lost"
-        elif not self._history_on:
-            reason = "messages may have been lost while resubscribing to Redis (history is off)"
-        elif (trimmed is not None and _key(trimmed) > after) or len(entries) > SCAN_LIMIT:
-            reason = "messages were lost while resubscribing to Redis"
-        else:
-            reason = ""
-        if reason:
-            if self._connections:
-                log.warning("%s; closing %d local streams so that they resume", reason, len(self._connections))
-            for connection in list(self._connections):
-                connection.close(reason, self._retry_ms + random.randint(0, self._retry_ms))
-            return
-        # Everything still retained is delivered: the per-channel count and the TTL bound what
-        # a resume replays, not what a live stream missed during a short disconnection.
-        missed, _ = self._select(entries[::-1], channels, 0, len(entries))
-        for message in missed:
-            self._caught_up[message.id.encode()] = self._deliver_safely(message)
-            self._delivered = message.key
-        if missed:
-            log.warning("caught up %d messages missed while resubscribing", len(missed))
 
     # -- shutdown ----------------------------------------------------------------------------
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.kill(block=False)
-            self._listener = None
+        super().close()
         if self._client_instance is not None:
             self._client_instance.close()
             self._client_instance = None
-
-
-def _key(raw: bytes) -> MessageKey:
-    key = parse_id(raw.decode())
-    if key is None:
-        raise ValueError(f"not a message id: {raw!r}")
-    return key
-
-
-def _close_quietly(pubsub: Any) -> None:
-    try:
-        pubsub.close()
-    except Exception as exc:  # a broken socket may fail to close; the listener moves on
-        log.debug("closing the subscription failed: %s", exc)

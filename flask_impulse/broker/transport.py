@@ -1,0 +1,85 @@
+"""The client's socket, below the stream: whether the event loop may write to it directly,
+its TCP options, and noticing at once that the client hung up."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+import gevent
+
+_direct_writes = False
+
+
+def allow_direct_writes(allowed: bool) -> None:
+    """Let the event loop write to clients' sockets itself (see :meth:`Connection.write_directly`).
+
+    Only the server knows how it frames a response body; our gunicorn config turns this on
+    in each worker where gunicorn serves plain HTTP/1.x, whose framing is known.
+    """
+    global _direct_writes
+    _direct_writes = allowed
+
+
+def direct_writes_allowed() -> bool:
+    return _direct_writes
+
+
+class StalledWrite(ConnectionResetError):
+    """Raised into a stream's greenlet whose client stopped reading: gunicorn treats it as a
+    reset connection, closes the socket quietly, and our generator's ``finally`` cleans up."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.ECONNRESET, reason)
+
+
+def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
+    """Have the kernel abort the connection when data sent to ``client`` stays unacknowledged
+    for ``seconds`` (TCP_USER_TIMEOUT, Linux).
+
+    A half-open connection (the client's machine or network vanished without a FIN or RST)
+    takes writes into its send buffer for a long while: a heartbeat write succeeds, and TCP
+    would retransmit it for about 15 minutes before giving up. With this limit, the first
+    heartbeat the client does not acknowledge aborts the connection ``seconds`` later; the
+    hang-up watcher sees the socket error and closes the stream.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None or client.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    # A socket that takes no TCP options keeps the heartbeat's stall timeout alone.
+    with contextlib.suppress(OSError):
+        client.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds * 1000), 1))
+
+
+class Watcher(Protocol):
+    """What :func:`watch_hangup` returns: stop it when the stream ends."""
+
+    def stop(self) -> None: ...
+
+
+def watch_hangup(client: socket.socket, on_hangup: Callable[[], None]) -> Watcher:
+    """Call ``on_hangup`` as soon as the client hangs up, not at the next write.
+
+    An EventSource never sends anything after its request, so the socket turns readable
+    only when the client closes it (or sends garbage). A libev watcher costs no greenlet;
+    its callback peeks without blocking, in the hub.
+    """
+    raw = getattr(client, "_sock", client)  # gevent's socket wraps the real one
+    watcher = gevent.get_hub().loop.io(client.fileno(), 1)
+
+    def on_readable() -> None:
+        try:
+            data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        watcher.stop()
+        if not data:
+            on_hangup()
+
+    watcher.start(on_readable)
+    return watcher  # type: ignore[no-any-return]

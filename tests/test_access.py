@@ -222,6 +222,7 @@ def issued(base: str, subject: str, channels: list[str]) -> str:
     return remember(answer.json()["token"])
 
 
+@pytest.mark.live
 def test_embedded_app_issues_tokens_and_its_hook_keeps_rooms_private(secured: str) -> None:
     alice, bob = issued(secured, "alice", ["room:*"]), issued(secured, "bob", ["room:*"])
     with SSEStream(f"{secured}/realtime", {"channel": "room:ops", "token": alice}) as stream:
@@ -235,6 +236,7 @@ def test_embedded_app_issues_tokens_and_its_hook_keeps_rooms_private(secured: st
         assert stream.read_json() == {"error": "Forbidden", "check": "authorize:member_of_room", "channel": "room:ops"}
 
 
+@pytest.mark.live
 def test_embedded_push_hook_refuses_with_403(secured: str) -> None:
     headers = {"Authorization": f"Bearer {secrets.EMBEDDED_PUSH_SECRET}"}
     answer = requests.post(

@@ -23,6 +23,8 @@ from tests.support.fleet import record_figure, wait_for_workers, wait_until, wor
 from tests.support.server import ROOT, LiveServer
 from tests.support.streams import SSEStream
 
+pytestmark = pytest.mark.live
+
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Service]:

@@ -15,6 +15,8 @@ from tests.support.processes import streams_on_every_worker
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
 
+pytestmark = pytest.mark.live
+
 
 def unique() -> str:
     return f"metrics-{uuid.uuid4().hex[:8]}"

@@ -95,6 +95,7 @@ def guarded() -> Iterator[LiveServer]:
         yield server
 
 
+@pytest.mark.live
 def test_live_readiness_needs_the_health_token_and_leaves_health_cheap(guarded: LiveServer) -> None:
     ready = guarded.url + "/health/ready"
     assert requests.get(ready, timeout=5).status_code == 401

@@ -218,6 +218,7 @@ def test_retry_attempts_exhausted_is_reported_through_on_error() -> None:
     assert states.items[0] == "connecting"
 
 
+@pytest.mark.live
 def test_states_go_connecting_connected_disconnected_connected_across_a_server_restart() -> None:
     port = free_port()
     channel = unique()

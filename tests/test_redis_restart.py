@@ -24,6 +24,8 @@ from tests.support.redis import RedisServer
 from tests.support.server import LiveServer
 from tests.support.streams import ManyStreams, SSEStream
 
+pytestmark = [pytest.mark.live, pytest.mark.redis]
+
 SECRET = "restart-secret"
 
 

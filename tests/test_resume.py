@@ -20,6 +20,8 @@ from tests.support.resuming_client import ResumingClient
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
 
+pytestmark = [pytest.mark.live, pytest.mark.node]
+
 TOTAL = 1000
 
 

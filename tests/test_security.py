@@ -25,6 +25,8 @@ from tests.support.secrets import handmade_token, make_token, remember
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
 
+pytestmark = [pytest.mark.live, pytest.mark.redis]
+
 MAX_STREAMS_PER_IP = 6
 MAX_STREAMS_PER_TOKEN = 3
 PUSH_RATE_LIMIT = 100  # messages per second per push secret

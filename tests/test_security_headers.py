@@ -134,6 +134,7 @@ def test_helmet_enabled_true_keeps_them_on(monkeypatch: pytest.MonkeyPatch) -> N
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.live
 def test_the_worker_leaves_the_headers_off_when_the_app_turns_them_off() -> None:
     env = {"REALTIME_SECRET": PUSH_SECRET, "HELMET_ENABLED": "false"}
     with LiveServer("wsgi:app", env=env, name="no-security-headers") as server:

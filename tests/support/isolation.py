@@ -1,0 +1,83 @@
+"""What one in-process test may leave behind: nothing.
+
+The package keeps a few process-wide globals (the metrics recorder, the direct-writes switch
+and its flush list, the registry of live brokers). :func:`reset_globals` puts them back as a
+fresh process has them; it is the one place that names them, so a rename inside the package
+is fixed here alone. :func:`open_connections` and :func:`spawned_greenlets` find what a test
+could leak, cheaply enough to run around every test.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import gevent
+
+
+def _module(name: str) -> Any:
+    """``name`` if this process imported it already: a test that never touched it left nothing."""
+    return sys.modules.get(name)
+
+
+def reset_globals() -> None:
+    metrics = _module("flask_impulse.metrics")
+    if metrics is not None and getattr(metrics, "recorder", None) is not None and metrics.recorder.enabled:
+        metrics.recorder = metrics.Recorder()
+    connection = _module("flask_impulse.broker.connection")
+    if connection is not None:
+        if hasattr(connection, "allow_direct_writes"):
+            connection.allow_direct_writes(False)
+        pending = getattr(connection, "_to_flush", None)
+        if pending is not None:
+            pending.clear()
+    broker = _module("flask_impulse.broker")
+    live = getattr(broker, "_live_brokers", None)
+    if live is not None:
+        live.clear()
+
+
+def open_connections() -> int:
+    """Streams registered with any broker alive in this process."""
+    broker = _module("flask_impulse.broker")
+    if broker is None or not hasattr(broker, "live_brokers"):
+        return 0
+    return sum(len(each.connections) for each in broker.live_brokers())
+
+
+@contextmanager
+def spawned_greenlets() -> Iterator[list[gevent.Greenlet]]:
+    """Every greenlet started with ``gevent.spawn`` or ``gevent.spawn_later`` inside the block
+    (the package starts its greenlets so): a list of them, cheaper than walking the heap."""
+    spawned: list[gevent.Greenlet] = []
+    spawn, spawn_later = gevent.spawn, gevent.spawn_later
+
+    def recorded_spawn(*args: Any, **kwargs: Any) -> gevent.Greenlet:
+        greenlet = spawn(*args, **kwargs)
+        spawned.append(greenlet)
+        return greenlet
+
+    def recorded_spawn_later(seconds: float, *args: Any, **kwargs: Any) -> gevent.Greenlet:
+        greenlet = spawn_later(seconds, *args, **kwargs)
+        spawned.append(greenlet)
+        return greenlet
+
+    gevent.spawn, gevent.spawn_later = recorded_spawn, recorded_spawn_later
+    try:
+        yield spawned
+    finally:
+        gevent.spawn, gevent.spawn_later = spawn, spawn_later
+
+
+def still_running(greenlets: list[gevent.Greenlet], grace: float) -> int:
+    """How many of ``greenlets`` outlive ``grace`` seconds (a timer that ends by itself is no
+    leak); those are killed, so that they cannot act in the next test."""
+    running = [greenlet for greenlet in greenlets if not greenlet.dead]
+    if not running:
+        return 0
+    gevent.joinall(running, timeout=grace)
+    leaked = [greenlet for greenlet in running if not greenlet.dead]
+    gevent.killall(leaked, timeout=grace)
+    return len(leaked)

@@ -20,8 +20,8 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_impulse import Impulse
 from tests.support import isolation
+from tests.support.apps import make_app
 from tests.support.redis import RedisServer
 from tests.support.secrets import PUSH_SECRET, leaks, secret_values
 from tests.support.server import LOG_DIR, LiveServer
@@ -97,10 +97,9 @@ def isolated() -> Iterator[None]:
 
 @pytest.fixture
 def app() -> Flask:
-    """A user's app with flask-impulse at ``/rt`` (the push secret set), for Flask's test client."""
-    app = Flask(__name__)
-    app.config.update(TESTING=True, IMPULSE_SECRET=SECRET)
-    app.register_blueprint(Impulse(app).blueprint, url_prefix="/rt")
+    """A user's app with flask-impulse at ``/rt`` and the push secret set (tests/support/apps.py)."""
+    app, _ = make_app()
+    app.config["TESTING"] = True
     return app
 
 

@@ -8,22 +8,14 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_impulse import AccessDenied, ConfigurationError, Impulse, PublishRequest, SubscribeRequest
+from flask_impulse import AccessDenied, ConfigurationError, PublishRequest, SubscribeRequest
 from tests.support import secrets
+from tests.support.apps import make_app
 from tests.support.secrets import make_token, remember
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
-
-
-def make_app(**config: Any) -> tuple[Flask, Impulse]:
-    app = Flask(__name__)
-    app.config.update({"IMPULSE_SECRET": secrets.PUSH_SECRET, **config})
-    impulse = Impulse(app)
-    app.register_blueprint(impulse.blueprint, url_prefix="/rt")
-    return app, impulse
 
 
 def status_of(client: FlaskClient, query: str, **kwargs: Any) -> tuple[int, dict[str, Any] | None]:

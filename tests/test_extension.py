@@ -7,16 +7,11 @@ from flask import Flask
 
 from flask_impulse import ConfigurationError, Impulse, PushError
 from flask_impulse.config import DEFAULTS
-
-
-def make_app(**config: object) -> Flask:
-    app = Flask(__name__)
-    app.config.update(config)
-    return app
+from tests.support.apps import flask_app
 
 
 def test_init_app_sets_defaults_and_keeps_state_in_extensions() -> None:
-    app = make_app(IMPULSE_HEARTBEAT_INTERVAL=5)
+    app = flask_app(IMPULSE_HEARTBEAT_INTERVAL=5)
     impulse = Impulse()
     impulse.init_app(app)
     assert app.config["IMPULSE_HEARTBEAT_INTERVAL"] == 5
@@ -28,14 +23,14 @@ def test_init_app_sets_defaults_and_keeps_state_in_extensions() -> None:
 
 
 def test_init_app_twice_says_what_went_wrong() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     with pytest.raises(RuntimeError, match="already registered"):
         impulse.init_app(app)
 
 
 def test_constructor_options_are_defaults_that_app_config_overrides() -> None:
-    app = make_app(IMPULSE_SECRET="from-config")
+    app = flask_app(IMPULSE_SECRET="from-config")
     Impulse(app, secret="from-options", history_size=7)
     settings = app.extensions["impulse"].settings
     assert settings.secrets == ("from-config",)
@@ -49,14 +44,14 @@ def test_unknown_option_is_refused() -> None:
 
 def test_invalid_setting_is_refused_at_init() -> None:
     with pytest.raises(ValueError, match="IMPULSE_HEARTBEAT_INTERVAL"):
-        Impulse(make_app(IMPULSE_HEARTBEAT_INTERVAL=0))
+        Impulse(flask_app(IMPULSE_HEARTBEAT_INTERVAL=0))
 
 
 def test_app_factory_and_two_apps_in_one_process_are_isolated() -> None:
     impulse = Impulse()
 
     def create_app(secret: str) -> Flask:
-        app = make_app(IMPULSE_SECRET=secret)
+        app = flask_app(IMPULSE_SECRET=secret)
         impulse.init_app(app)
         app.register_blueprint(impulse.blueprint, url_prefix="/rt")
         return app
@@ -83,18 +78,18 @@ def test_app_factory_and_two_apps_in_one_process_are_isolated() -> None:
 
 
 def test_push_outside_an_app_context_uses_the_only_app() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     assert impulse.push("alone", 1) == 0
     other = Impulse()
-    other.init_app(make_app())
-    other.init_app(make_app())
+    other.init_app(flask_app())
+    other.init_app(flask_app())
     with pytest.raises(ConfigurationError, match="app context"):
         other.push("ambiguous", 1)
 
 
 def test_push_counts_connections_and_routes_like_http() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     broker = app.extensions["impulse"].broker
     plain = broker.open(("c",), None, None)
@@ -124,14 +119,14 @@ def test_push_counts_connections_and_routes_like_http() -> None:
     ],
 )
 def test_in_process_push_raises_a_clear_error(kwargs: dict[str, object], message: str) -> None:
-    impulse = Impulse(make_app())
+    impulse = Impulse(flask_app())
     kwargs = {"payload": 1, **kwargs}
     with pytest.raises((PushError, ValueError), match=message):
         impulse.push(**kwargs)  # type: ignore[arg-type]
 
 
 def test_non_finite_numbers_become_null_as_in_json_stringify() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     broker = app.extensions["impulse"].broker
     connection = broker.open(("c",), None, None)
@@ -143,7 +138,7 @@ def test_non_finite_numbers_become_null_as_in_json_stringify() -> None:
 
 
 def test_embedded_push_endpoint_is_disabled_without_a_secret() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint, url_prefix="/realtime")
     response = app.test_client().post("/realtime", json={"channel": "c", "payload": 1})
@@ -155,7 +150,7 @@ def test_embedded_push_endpoint_is_disabled_without_a_secret() -> None:
 
 
 def test_blueprint_serves_both_prefix_forms_and_health_beneath_it() -> None:
-    app = make_app(IMPULSE_SECRET="s", IMPULSE_HEALTH_PATH="status/")
+    app = flask_app(IMPULSE_SECRET="s", IMPULSE_HEALTH_PATH="status/")
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint, url_prefix="/deep/realtime")
     client = app.test_client()
@@ -167,7 +162,7 @@ def test_blueprint_serves_both_prefix_forms_and_health_beneath_it() -> None:
 
 
 def test_health_token_is_required_when_configured() -> None:
-    app = make_app(IMPULSE_HEALTH_TOKEN="hc")
+    app = flask_app(IMPULSE_HEALTH_TOKEN="hc")
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint)
     client = app.test_client()
@@ -178,7 +173,7 @@ def test_health_token_is_required_when_configured() -> None:
 
 
 def test_an_exception_in_a_view_is_json_500_not_html() -> None:
-    app = make_app(IMPULSE_SECRET="s")
+    app = flask_app(IMPULSE_SECRET="s")
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,11 +43,6 @@ FIXTURE_TIERS = {
 }
 
 
-#: Seconds a greenlet a test started may take to end on its own (the package's longest timer
-#: is a graceful write's, one second).
-GREENLET_GRACE = 3.0
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for name in getattr(item, "fixturenames", ()):
@@ -57,7 +53,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _no_process(*args: object, **kwargs: object) -> None:
-    raise AssertionError("a unit test started a process: mark its module with the tier it needs (tests/conftest.py)")
+    raise AssertionError("a unit test started a process: mark the test, or its module, with the tier it needs")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -78,6 +74,11 @@ def _in_process_if_unit(item: pytest.Item) -> Iterator[None]:
         return (yield)
     finally:
         subprocess.Popen = popen  # type: ignore[misc]
+
+
+#: Seconds a greenlet a test started may take to end on its own (the package's longest timer
+#: is a graceful write's, one second).
+GREENLET_GRACE = 3.0
 
 
 @pytest.fixture(autouse=True)
@@ -155,18 +156,26 @@ class Service:
         return requests.get(self.server.health_url, timeout=5).json()  # type: ignore[no-any-return]
 
 
+@contextmanager
+def serve(app_spec: str, name: str, prefix: str = "", *, secret: str = SECRET, **env: str) -> Iterator[Service]:
+    """``app_spec`` under gunicorn with ``env`` added to its environment, its endpoint at
+    ``prefix``, pushed to with ``secret``: what a module's own server fixture starts."""
+    with LiveServer(app_spec, env=env, health_path=f"{prefix}/health", name=name) as server:
+        yield Service(server, server.url + (prefix or "/"), secret)
+
+
 @pytest.fixture(scope="session")
 def standalone() -> Iterator[Service]:
     """The standalone service, as `gunicorn wsgi:app` serves it."""
-    with LiveServer("wsgi:app", env={"REALTIME_SECRET": SECRET}, name="standalone") as server:
-        yield Service(server, server.url + "/", SECRET)
+    with serve("wsgi:app", "standalone", REALTIME_SECRET=SECRET) as service:
+        yield service
 
 
 @pytest.fixture(scope="session")
 def embedded() -> Iterator[Service]:
     """flask-impulse inside a user's app, under url_prefix="/realtime"."""
-    with LiveServer("tests.apps.embedded:app", health_path="/realtime/health", name="embedded") as server:
-        yield Service(server, server.url + "/realtime", "embedded-secret")
+    with serve("tests.apps.embedded:app", "embedded", "/realtime", secret="embedded-secret") as service:
+        yield service
 
 
 @pytest.fixture(params=["standalone", "embedded"])

@@ -15,8 +15,7 @@ from gunicorn.config import Config
 
 from flask_impulse.gunicorn_config import frames_plain_http1
 from flask_impulse.sse import SSEDecoder
-from tests.conftest import SECRET, Service
-from tests.support.server import LiveServer
+from tests.conftest import SECRET, Service, serve
 from tests.support.streams import ChunkedDecoder, SSEStream
 
 pytestmark = pytest.mark.live
@@ -87,9 +86,8 @@ def test_burst_to_a_client_that_reads_late_arrives_whole_and_in_order(standalone
 
 @pytest.fixture(scope="module")
 def fast_heartbeat() -> Iterator[Service]:
-    env = {"REALTIME_SECRET": SECRET, "IMPULSE_HEARTBEAT_INTERVAL": "0.1"}
-    with LiveServer("wsgi:app", env=env, name="heartbeat") as server:
-        yield Service(server, server.url + "/", SECRET)
+    with serve("wsgi:app", "heartbeat", REALTIME_SECRET=SECRET, IMPULSE_HEARTBEAT_INTERVAL="0.1") as service:
+        yield service
 
 
 def test_heartbeats_and_direct_writes_interleave_cleanly(fast_heartbeat: Service) -> None:

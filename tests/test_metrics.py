@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import SECRET, Service
+from tests.conftest import SECRET, Service, serve
 from tests.support.processes import streams_on_every_worker
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
@@ -36,9 +36,8 @@ def scrape(service: Service) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def with_metrics() -> Iterator[Service]:
-    env = {"REALTIME_SECRET": SECRET, "IMPULSE_METRICS_PATH": "/metrics"}
-    with LiveServer("wsgi:app", env=env, name="metrics") as server:
-        yield Service(server, server.url + "/", SECRET)
+    with serve("wsgi:app", "metrics", REALTIME_SECRET=SECRET, IMPULSE_METRICS_PATH="/metrics") as service:
+        yield service
 
 
 def test_metrics_are_off_by_default(standalone: Service) -> None:

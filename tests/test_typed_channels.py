@@ -230,22 +230,22 @@ def test_typescript_refuses_a_type_with_no_json_form() -> None:
         render_realtime_types([Channel("odd", complex)])
 
 
+def typescript_command(app: str) -> subprocess.CompletedProcess[str]:
+    """``python -m flask_impulse typescript --app APP``, as a user runs it."""
+    command = [sys.executable, "-m", "flask_impulse", "typescript", "--app", app]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.mark.tool
 def test_flask_impulse_typescript_command_prints_the_types() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "flask_impulse", "typescript", "--app", "tests.typing_cases.chat_types"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = typescript_command("tests.typing_cases.chat_types")
     assert result.returncode == 0, result.stderr
     assert result.stdout == EXPECTED_TYPESCRIPT
 
 
 @pytest.mark.tool
 def test_flask_impulse_typescript_reports_a_missing_module_without_a_traceback() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "flask_impulse", "typescript", "--app", "no_such_module_here"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = typescript_command("no_such_module_here")
     assert result.returncode == 2
     assert "No module named 'no_such_module_here'" in result.stderr
     assert "Traceback" not in result.stderr

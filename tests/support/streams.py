@@ -45,6 +45,34 @@ class ChunkedDecoder:
         return b"".join(body)
 
 
+def raw_exchange(port: int, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes to 127.0.0.1:``port``; the answer's status, headers and body (read to its
+    length). Every read has the deadline."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in data:
+            assert time.monotonic() < deadline, "no answer head"
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])
+        }
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            assert time.monotonic() < deadline, "answer body cut short"
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
 class SSEStream:
     """One stream over a raw socket: exact control of reads, timeouts and disconnects."""
 

@@ -24,8 +24,9 @@ def _module(name: str) -> Any:
 
 def reset_globals() -> None:
     metrics = _module("flask_impulse.metrics")
-    if metrics is not None and getattr(metrics, "recorder", None) is not None and metrics.recorder.enabled:
-        metrics.recorder = metrics.Recorder()
+    recorder = getattr(metrics, "recorder", None)
+    if recorder is not None and recorder.enabled:
+        metrics.recorder = metrics.Recorder()  # metrics off, as before any app turned them on
     connection = _module("flask_impulse.broker.connection")
     if connection is not None:
         if hasattr(connection, "allow_direct_writes"):

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.support.server import free_port
+
 if TYPE_CHECKING:
     from .profile import Recorder
 
@@ -28,12 +30,6 @@ LOG_DIR = BENCH_DIR / "results" / "logs"
 REFERENCE_PACKAGE = "@impulselab/realtime-service"
 REFERENCE_CLI = BENCH_DIR / "node_modules" / "@impulselab" / "realtime-service" / "dist" / "cli.js"
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_reference_installed() -> None:

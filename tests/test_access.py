@@ -8,22 +8,14 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_impulse import AccessDenied, ConfigurationError, Impulse, PublishRequest, SubscribeRequest
+from flask_impulse import AccessDenied, ConfigurationError, PublishRequest, SubscribeRequest
 from tests.support import secrets
+from tests.support.apps import make_app
 from tests.support.secrets import make_token, remember
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
-
-
-def make_app(**config: Any) -> tuple[Flask, Impulse]:
-    app = Flask(__name__)
-    app.config.update({"IMPULSE_SECRET": secrets.PUSH_SECRET, **config})
-    impulse = Impulse(app)
-    app.register_blueprint(impulse.blueprint, url_prefix="/rt")
-    return app, impulse
 
 
 def status_of(client: FlaskClient, query: str, **kwargs: Any) -> tuple[int, dict[str, Any] | None]:
@@ -222,6 +214,7 @@ def issued(base: str, subject: str, channels: list[str]) -> str:
     return remember(answer.json()["token"])
 
 
+@pytest.mark.live
 def test_embedded_app_issues_tokens_and_its_hook_keeps_rooms_private(secured: str) -> None:
     alice, bob = issued(secured, "alice", ["room:*"]), issued(secured, "bob", ["room:*"])
     with SSEStream(f"{secured}/realtime", {"channel": "room:ops", "token": alice}) as stream:
@@ -235,6 +228,7 @@ def test_embedded_app_issues_tokens_and_its_hook_keeps_rooms_private(secured: st
         assert stream.read_json() == {"error": "Forbidden", "check": "authorize:member_of_room", "channel": "room:ops"}
 
 
+@pytest.mark.live
 def test_embedded_push_hook_refuses_with_403(secured: str) -> None:
     headers = {"Authorization": f"Bearer {secrets.EMBEDDED_PUSH_SECRET}"}
     answer = requests.post(

@@ -13,6 +13,8 @@ from tests.support.browser import Page
 from tests.support.proxy import TcpProxy
 from tests.support.server import LiveServer, free_port
 
+pytestmark = [pytest.mark.live, pytest.mark.browser]
+
 APP = "tests.apps.browser_client:app"
 SECRET = "browser-secret"
 

@@ -18,6 +18,8 @@ from tests.conftest import SECRET, Service
 from tests.support.server import LiveServer
 from tests.support.streams import ManyStreams
 
+pytestmark = pytest.mark.live
+
 #: Descriptors the test process needs besides its streams (pytest, logs, the push connection).
 SPARE_FILES = 200
 

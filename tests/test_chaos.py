@@ -38,6 +38,8 @@ from tests.support.secrets import PUSH_SECRET
 from tests.support.server import LiveServer
 from tests.support.streams import StreamTimeout
 
+pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.nginx]
+
 SECRET = PUSH_SECRET  # the log check at the end of the run looks for it
 SUBSCRIBERS = 120
 #: Pushes per second: 6,000 deliveries a second through nginx, on 2 shared cores. Enough for

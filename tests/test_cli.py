@@ -20,6 +20,8 @@ from tests.support import secrets
 from tests.support.server import ROOT, LiveServer, free_port
 from tests.support.streams import SSEStream
 
+pytestmark = pytest.mark.live
+
 FLASK_IMPULSE = [sys.executable, "-m", "flask_impulse"]
 
 

@@ -15,9 +15,10 @@ from gunicorn.config import Config
 
 from flask_impulse.gunicorn_config import frames_plain_http1
 from flask_impulse.sse import SSEDecoder
-from tests.conftest import SECRET, Service
-from tests.support.server import LiveServer
-from tests.support.streams import SSEStream
+from tests.conftest import SECRET, Service, serve
+from tests.support.streams import ChunkedDecoder, SSEStream
+
+pytestmark = pytest.mark.live
 
 
 def unique(prefix: str = "direct") -> str:
@@ -74,42 +75,19 @@ def test_burst_to_a_client_that_reads_late_arrives_whole_and_in_order(standalone
             indexes = range(first, first + 100)
             batch = [{"channel": channel, "payload": {"index": i, "padding": padding}} for i in indexes]
             assert standalone.push(batch).json()["sent"] == 100
-        decoder, body, events = SSEDecoder(), Dechunker(received.partition(b"\r\n\r\n")[2]), []
-        events += decoder.feed(body.take())
+        decoder, body = SSEDecoder(), ChunkedDecoder()
+        events = decoder.feed(body.feed(received.partition(b"\r\n\r\n")[2]))
         while len(events) < count:
             chunk = sock.recv(65536)
             assert chunk, "stream closed early"
-            events += decoder.feed(body.take(chunk))
+            events += decoder.feed(body.feed(chunk))
     assert [json.loads(event.data)["payload"]["index"] for event in events] == list(range(count))
-
-
-class Dechunker:
-    """HTTP/1.1 chunked transfer coding, strictly: a chunk whose size line or trailing CRLF is
-    not where it belongs fails the test."""
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.raw = data
-
-    def take(self, data: bytes = b"") -> bytes:
-        self.raw += data
-        out = b""
-        while True:
-            size_line, sep, rest = self.raw.partition(b"\r\n")
-            if not sep:
-                return out
-            size = int(size_line, 16)
-            if len(rest) < size + 2:
-                return out
-            assert rest[size : size + 2] == b"\r\n", "chunk not followed by CRLF"
-            out += rest[:size]
-            self.raw = rest[size + 2 :]
 
 
 @pytest.fixture(scope="module")
 def fast_heartbeat() -> Iterator[Service]:
-    env = {"REALTIME_SECRET": SECRET, "IMPULSE_HEARTBEAT_INTERVAL": "0.1"}
-    with LiveServer("wsgi:app", env=env, name="heartbeat") as server:
-        yield Service(server, server.url + "/", SECRET)
+    with serve("wsgi:app", "heartbeat", REALTIME_SECRET=SECRET, IMPULSE_HEARTBEAT_INTERVAL="0.1") as service:
+        yield service
 
 
 def test_heartbeats_and_direct_writes_interleave_cleanly(fast_heartbeat: Service) -> None:

@@ -20,6 +20,8 @@ from tests.support.fleet import StreamFleet, record_figure, wait_for_workers, wa
 from tests.support.resuming_client import ResumingClient
 from tests.support.server import LiveServer
 
+pytestmark = [pytest.mark.live, pytest.mark.node]
+
 # A drained stream's last bytes: the retry hint, then the end of the chunked body.
 FINAL_RETRY = re.compile(rb"retry: (\d+)\n\n\r\n0\r\n\r\n$")
 STREAMS = 1000

@@ -13,6 +13,8 @@ from selenium.webdriver.common.keys import Keys
 from tests.support.browser import Page
 from tests.support.server import ROOT, LiveServer
 
+pytestmark = [pytest.mark.live, pytest.mark.browser]
+
 README = ROOT / "examples" / "chat" / "README.md"
 COMMAND = "python examples/chat/app.py"
 

@@ -21,6 +21,8 @@ from tests.support.browser import Page
 from tests.support.server import ROOT, LiveServer
 from tests.support.streams import SSEStream
 
+pytestmark = [pytest.mark.live, pytest.mark.browser]
+
 EXAMPLES = ROOT / "examples"
 
 

@@ -9,16 +9,11 @@ from flask import Flask
 
 from flask_impulse import ConfigurationError, Impulse, PushError
 from flask_impulse.config import DEFAULTS
-
-
-def make_app(**config: object) -> Flask:
-    app = Flask(__name__)
-    app.config.update(config)
-    return app
+from tests.support.apps import flask_app
 
 
 def test_init_app_sets_defaults_and_keeps_state_in_extensions() -> None:
-    app = make_app(IMPULSE_HEARTBEAT_INTERVAL=5)
+    app = flask_app(IMPULSE_HEARTBEAT_INTERVAL=5)
     impulse = Impulse()
     impulse.init_app(app)
     assert app.config["IMPULSE_HEARTBEAT_INTERVAL"] == 5
@@ -30,14 +25,14 @@ def test_init_app_sets_defaults_and_keeps_state_in_extensions() -> None:
 
 
 def test_init_app_twice_says_what_went_wrong() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     with pytest.raises(RuntimeError, match="already registered"):
         impulse.init_app(app)
 
 
 def test_constructor_options_are_defaults_that_app_config_overrides() -> None:
-    app = make_app(IMPULSE_SECRET="from-config")
+    app = flask_app(IMPULSE_SECRET="from-config")
     Impulse(app, secret="from-options", history_size=7)
     settings = app.extensions["impulse"].settings
     assert settings.secrets == ("from-config",)
@@ -51,14 +46,14 @@ def test_unknown_option_is_refused() -> None:
 
 def test_invalid_setting_is_refused_at_init() -> None:
     with pytest.raises(ValueError, match="IMPULSE_HEARTBEAT_INTERVAL"):
-        Impulse(make_app(IMPULSE_HEARTBEAT_INTERVAL=0))
+        Impulse(flask_app(IMPULSE_HEARTBEAT_INTERVAL=0))
 
 
 def test_app_factory_and_two_apps_in_one_process_are_isolated() -> None:
     impulse = Impulse()
 
     def create_app(secret: str) -> Flask:
-        app = make_app(IMPULSE_SECRET=secret)
+        app = flask_app(IMPULSE_SECRET=secret)
         impulse.init_app(app)
         app.register_blueprint(impulse.blueprint, url_prefix="/rt")
         return app
@@ -85,18 +80,18 @@ def test_app_factory_and_two_apps_in_one_process_are_isolated() -> None:
 
 
 def test_push_outside_an_app_context_uses_the_only_app() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     assert impulse.push("alone", 1) == 0
     other = Impulse()
-    other.init_app(make_app())
-    other.init_app(make_app())
+    other.init_app(flask_app())
+    other.init_app(flask_app())
     with pytest.raises(ConfigurationError, match="app context"):
         other.push("ambiguous", 1)
 
 
 def test_push_counts_connections_and_routes_like_http() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     broker = app.extensions["impulse"].broker
     plain = broker.open(("c",), None, None)
@@ -120,7 +115,7 @@ def test_push_counts_connections_and_routes_like_http() -> None:
     [((), 0), (set(), 0), (frozenset(), 0), (("tok",), 1), ({"tok", "other"}, 1), ({"other"}, 0)],
 )
 def test_push_takes_tokens_as_any_iterable_an_empty_one_reaching_nobody(tokens: Iterable[str], sent: int) -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     broker = app.extensions["impulse"].broker
     holder = broker.open(("c",), None, "tok")
@@ -142,14 +137,14 @@ def test_push_takes_tokens_as_any_iterable_an_empty_one_reaching_nobody(tokens: 
     ],
 )
 def test_in_process_push_raises_a_clear_error(kwargs: dict[str, object], message: str) -> None:
-    impulse = Impulse(make_app())
+    impulse = Impulse(flask_app())
     kwargs = {"payload": 1, **kwargs}
     with pytest.raises((PushError, ValueError), match=message):
         impulse.push(**kwargs)  # type: ignore[arg-type]
 
 
 def test_non_finite_numbers_become_null_as_in_json_stringify() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     broker = app.extensions["impulse"].broker
     connection = broker.open(("c",), None, None)
@@ -161,7 +156,7 @@ def test_non_finite_numbers_become_null_as_in_json_stringify() -> None:
 
 
 def test_embedded_push_endpoint_is_disabled_without_a_secret() -> None:
-    app = make_app()
+    app = flask_app()
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint, url_prefix="/realtime")
     response = app.test_client().post("/realtime", json={"channel": "c", "payload": 1})
@@ -173,7 +168,7 @@ def test_embedded_push_endpoint_is_disabled_without_a_secret() -> None:
 
 
 def test_blueprint_serves_both_prefix_forms_and_health_beneath_it() -> None:
-    app = make_app(IMPULSE_SECRET="s", IMPULSE_HEALTH_PATH="status/")
+    app = flask_app(IMPULSE_SECRET="s", IMPULSE_HEALTH_PATH="status/")
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint, url_prefix="/deep/realtime")
     client = app.test_client()
@@ -194,7 +189,7 @@ def test_blueprint_serves_both_prefix_forms_and_health_beneath_it() -> None:
     ],
 )
 def test_a_bad_query_parameter_is_not_called_a_request_body(query: dict[str, str], details: str) -> None:
-    app = make_app()
+    app = flask_app()
     app.register_blueprint(Impulse(app).blueprint)
     response = app.test_client().get("/", query_string=query)
     assert response.status_code == 400
@@ -202,7 +197,7 @@ def test_a_bad_query_parameter_is_not_called_a_request_body(query: dict[str, str
 
 
 def test_a_bad_bearer_token_on_a_stream_is_an_invalid_request() -> None:
-    app = make_app()
+    app = flask_app()
     app.register_blueprint(Impulse(app).blueprint)
     response = app.test_client().get("/?channel=c", headers={"Authorization": "Bearer " + "k" * 4097})
     assert response.status_code == 400
@@ -210,7 +205,7 @@ def test_a_bad_bearer_token_on_a_stream_is_an_invalid_request() -> None:
 
 
 def test_health_token_is_required_when_configured() -> None:
-    app = make_app(IMPULSE_HEALTH_TOKEN="hc")
+    app = flask_app(IMPULSE_HEALTH_TOKEN="hc")
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint)
     client = app.test_client()
@@ -221,7 +216,7 @@ def test_health_token_is_required_when_configured() -> None:
 
 
 def test_an_exception_in_a_view_is_json_500_not_html() -> None:
-    app = make_app(IMPULSE_SECRET="s")
+    app = flask_app(IMPULSE_SECRET="s")
     impulse = Impulse(app)
     app.register_blueprint(impulse.blueprint)
 

@@ -18,16 +18,18 @@ import pytest
 import requests
 
 from tests.apps.faults import EXPLODING_CHANNEL, SECRET
-from tests.conftest import Service
+from tests.conftest import Service, serve
 from tests.support.fleet import record_figure, wait_for_workers, wait_until, worker_pids
 from tests.support.server import ROOT, LiveServer
 from tests.support.streams import SSEStream
 
+pytestmark = pytest.mark.live
+
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Service]:
-    with LiveServer("tests.apps.faults:app", health_path="/realtime/health", name="faults") as server:
-        yield Service(server, server.url + "/realtime", SECRET)
+    with serve("tests.apps.faults:app", "faults", "/realtime", secret=SECRET) as service:
+        yield service
 
 
 def unique(prefix: str) -> str:

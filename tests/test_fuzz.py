@@ -27,6 +27,8 @@ from tests.support import secrets
 from tests.support.fleet import record_figure, wait_until, worker_pids
 from tests.support.server import LiveServer
 
+pytestmark = pytest.mark.live
+
 PUSH_SECRET = secrets.ROTATING_PUSH_SECRETS[0]
 #: A subscriber token the JWT-mode service accepts (the compatible mode takes any string).
 VALID_TOKEN = secrets.make_token("fuzz-user", ["c", "chat:*"], ttl=3600)

@@ -176,6 +176,7 @@ def hooked() -> Iterator[Service]:
         yield Service(server, server.url + "/realtime", "hooked-secret")
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(
     "how",
     [
@@ -198,6 +199,7 @@ def test_a_subscribe_hook_raising_with_the_token_in_its_message_logs_no_token(
     assert HOOK_TOKEN not in written
 
 
+@pytest.mark.live
 def test_a_push_hook_raising_with_audience_tokens_in_its_message_logs_no_token(hooked: Service) -> None:
     log = LogWindow(hooked.server)
     token = remember(f"audience-{uuid.uuid4().hex}")
@@ -287,6 +289,8 @@ RESUME_TABLE = [
 ]
 
 
+@pytest.mark.live
+@pytest.mark.redis
 @pytest.mark.parametrize(
     ("presented", "gap", "replayed"), [row[1:] for row in RESUME_TABLE], ids=[row[0] for row in RESUME_TABLE]
 )

@@ -7,12 +7,15 @@ import os
 import signal
 import uuid
 
+import pytest
 import requests
 
 from tests.conftest import SECRET
 from tests.support.fleet import wait_until
 from tests.support.processes import streams_on_every_worker, streams_per_worker
 from tests.support.server import LiveServer
+
+pytestmark = pytest.mark.live
 
 
 def health(server: LiveServer) -> int:

@@ -135,6 +135,8 @@ def test_a_full_queue_closes_only_the_slow_connection() -> None:
     assert slow.closing_reason == "slow consumer: its queue is full"
     assert slow.queued == 0  # its memory is released at once
     assert fast.closing_reason is None
+    for connection in (slow, fast):
+        broker.release(connection)  # what each stream does as it ends
 
 
 def test_a_graceful_close_still_writes_what_was_queued_then_the_retry_hint() -> None:
@@ -146,6 +148,7 @@ def test_a_graceful_close_still_writes_what_was_queued_then_the_retry_hint() -> 
     connection.close("draining", retry_ms=1500)
     assert next(frames) == b'id: 1-0\ndata: {"a":1}\n\nretry: 1500\n\n'
     assert list(frames) == []
+    broker.release(connection)
 
 
 def test_drain_closes_every_connection_within_the_window() -> None:
@@ -154,6 +157,8 @@ def test_drain_closes_every_connection_within_the_window() -> None:
     broker.drain().join(timeout=5)
     assert all(c.closing_reason == "service draining" for c in connections)
     assert broker.draining
+    for connection in connections:
+        broker.release(connection)
 
 
 def test_the_byte_bound_evicts_the_oldest_messages_across_channels_and_reports_their_gaps() -> None:

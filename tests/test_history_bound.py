@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import requests
 
 from flask_impulse.broker.history import CHANNEL_OVERHEAD, MESSAGE_OVERHEAD
@@ -13,6 +14,8 @@ from tests.conftest import SECRET
 from tests.support.fleet import record_figure, rss_kib, worker_pids
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
+
+pytestmark = pytest.mark.live
 
 BOUND = 16 * 1024 * 1024
 BATCH = 1000

@@ -204,6 +204,7 @@ def short_ttl() -> Iterator[Service]:
         yield Service(server, server.url + "/", SECRET)
 
 
+@pytest.mark.live
 def test_a_key_is_forgotten_after_the_ttl_and_delivers_again(short_ttl: Service) -> None:
     channel, key = unique(), unique("key")
     body = {"channel": channel, "payload": "again"}

@@ -33,6 +33,7 @@ def post(server: LiveServer, data: object, secret: str = SECRET, **kwargs: objec
     return requests.post(base(server), data=data, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.live
 def test_connections_beyond_the_worker_limit_are_503_with_retry_after(limited: LiveServer) -> None:
     streams = [SSEStream(base(limited), {"channel": f"full-{index}"}) for index in range(3)]
     try:
@@ -51,6 +52,7 @@ def test_connections_beyond_the_worker_limit_are_503_with_retry_after(limited: L
             stream.close()
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_body_size_limit_is_exact_and_counts_chunked_bodies(limited: LiveServer, chunked: bool) -> None:
     def body(size: int) -> bytes:
@@ -69,6 +71,7 @@ def test_body_size_limit_is_exact_and_counts_chunked_bodies(limited: LiveServer,
     assert send(body(900)).status_code == 200  # the worker and the connection pool are fine
 
 
+@pytest.mark.live
 def test_pushes_beyond_the_rate_limit_are_429_with_retry_after(limited: LiveServer) -> None:
     time.sleep(1)  # whatever earlier tests pushed has been paid back: a full bucket of 5
     # A batch costs one token per message: 15 leave the bucket 10 in debt, 2.2 s to pay back.

@@ -14,10 +14,12 @@ from flask import Flask
 from flask_impulse import Impulse, metrics
 from flask_impulse.broker import Broker
 from flask_impulse.metrics import Recorder
-from tests.conftest import SECRET, Service
+from tests.conftest import SECRET, Service, serve
 from tests.support.processes import streams_on_every_worker
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
+
+pytestmark = pytest.mark.live
 
 
 def unique() -> str:
@@ -38,9 +40,8 @@ def scrape(service: Service) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def with_metrics() -> Iterator[Service]:
-    env = {"REALTIME_SECRET": SECRET, "IMPULSE_METRICS_PATH": "/metrics"}
-    with LiveServer("wsgi:app", env=env, name="metrics") as server:
-        yield Service(server, server.url + "/", SECRET)
+    with serve("wsgi:app", "metrics", REALTIME_SECRET=SECRET, IMPULSE_METRICS_PATH="/metrics") as service:
+        yield service
 
 
 def test_metrics_are_off_by_default(standalone: Service) -> None:

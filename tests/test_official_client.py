@@ -23,6 +23,8 @@ from tests.conftest import SECRET, Service
 from tests.support.official_client import ScenarioResult, Step, run_scenarios
 from tests.support.server import LiveServer
 
+pytestmark = [pytest.mark.live, pytest.mark.node]
+
 END = "END"
 
 PAYLOADS: list[Any] = [

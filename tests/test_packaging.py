@@ -17,6 +17,8 @@ import requests
 
 from tests.support.server import ROOT, LiveServer
 
+pytestmark = pytest.mark.live
+
 # Building the wheel (an isolated setuptools build) is the slow part, tens of seconds on a
 # busy machine; each step is bounded.
 STEP_TIMEOUT = 300

@@ -85,6 +85,7 @@ def wire(live: Service) -> Iterator[tuple[SSEStream, str]]:
         yield stream, channel
 
 
+@pytest.mark.live
 @LIVE
 @given(payload=JSON_VALUES)
 def test_any_json_payload_survives_the_wire(live: Service, wire: tuple[SSEStream, str], payload: Any) -> None:
@@ -94,6 +95,7 @@ def test_any_json_payload_survives_the_wire(live: Service, wire: tuple[SSEStream
     assert json.loads(event.data) == {"channel": channel, "payload": payload}
 
 
+@pytest.mark.live
 @LIVE
 @given(body=st.binary(max_size=300) | JSON_VALUES.map(lambda value: json.dumps(value).encode()))
 def test_random_push_bodies_never_get_a_5xx(live: Service, body: bytes) -> None:
@@ -113,6 +115,7 @@ PUSH_OBJECTS = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.live
 @LIVE
 @given(body=PUSH_OBJECTS | st.lists(PUSH_OBJECTS, max_size=4))
 def test_random_push_objects_are_sent_or_refused_with_400(live: Service, body: Any) -> None:
@@ -128,6 +131,7 @@ QUERIES = st.lists(st.tuples(QUERY_KEYS, UTF8_TEXT), max_size=5).map(lambda pair
 HEADER_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=80)
 
 
+@pytest.mark.live
 @LIVE
 @given(query=QUERIES, last_event_id=st.none() | HEADER_VALUES)
 def test_random_stream_queries_never_get_a_5xx(live: Service, query: str, last_event_id: str | None) -> None:
@@ -141,6 +145,7 @@ def test_random_stream_queries_never_get_a_5xx(live: Service, query: str, last_e
     assert status in (200, 400), status_line
 
 
+@pytest.mark.live
 def test_the_worker_survived_the_random_input(live: Service) -> None:
     # Runs after the properties above: one worker from the start, alive, serving.
     assert len(worker_pids(live.server)) == 1

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 from flask import Flask
+from flask.testing import FlaskClient
 
-from flask_impulse import Impulse
 from flask_impulse.broker import Draft, MemoryBackplane, Published
-from flask_impulse.config import Settings
 from flask_impulse.readiness import READY_CHANNEL
 from tests.conftest import SECRET
+from tests.support.apps import make_app, with_backplane
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
 
@@ -29,20 +29,8 @@ class SilentBackplane(MemoryBackplane):
         super().start(lambda message: 0)
 
 
-def make_app(backplane: type[MemoryBackplane] = MemoryBackplane, **config: object) -> Flask:
-    class CustomImpulse(Impulse):
-        def create_backplane(self, settings: Settings) -> MemoryBackplane:
-            return backplane(settings.history_size, settings.history_ttl)
-
-    app = Flask(__name__)
-    app.config.update(config)
-    app.register_blueprint(CustomImpulse(app).blueprint, url_prefix="/rt")
-    return app
-
-
-def test_ready_when_a_push_comes_back_through_a_real_connection() -> None:
-    app = make_app()
-    response = app.test_client().get("/rt/health/ready")
+def test_ready_when_a_push_comes_back_through_a_real_connection(app: Flask, client: FlaskClient) -> None:
+    response = client.get("/rt/health/ready")
     assert response.status_code == 200
     assert response.json == {"status": "ready", "connections": 0}
     broker = app.extensions["impulse"].broker
@@ -50,14 +38,14 @@ def test_ready_when_a_push_comes_back_through_a_real_connection() -> None:
 
 
 def test_not_ready_when_the_broker_does_not_deliver() -> None:
-    response = make_app(SilentBackplane).test_client().get("/rt/health/ready")
+    response = make_app(with_backplane(SilentBackplane))[0].test_client().get("/rt/health/ready")
     assert response.status_code == 503
     assert response.json == {"error": "Not ready", "details": "a push to the broker did not come back within 2 s"}
     assert response.headers["Retry-After"] == "1"
 
 
 def test_not_ready_at_the_connection_limit_or_while_draining() -> None:
-    app = make_app(IMPULSE_MAX_CONNECTIONS=1)
+    app, _ = make_app(IMPULSE_MAX_CONNECTIONS=1)
     broker = app.extensions["impulse"].broker
     client = app.test_client()
     held = broker.open(("c",), None, None)
@@ -73,8 +61,8 @@ def test_not_ready_at_the_connection_limit_or_while_draining() -> None:
 
 
 def test_ready_path_follows_the_health_path_or_its_own_setting() -> None:
-    assert make_app(IMPULSE_HEALTH_PATH="/status").test_client().get("/rt/status/ready").status_code == 200
-    client = make_app(IMPULSE_READY_PATH="readyz").test_client()
+    assert make_app(IMPULSE_HEALTH_PATH="/status")[0].test_client().get("/rt/status/ready").status_code == 200
+    client = make_app(IMPULSE_READY_PATH="readyz")[0].test_client()
     assert client.get("/rt/readyz").status_code == 200
     assert client.get("/rt/health/ready").status_code == 404
     with pytest.raises(ValueError, match="IMPULSE_READY_PATH"):
@@ -82,7 +70,7 @@ def test_ready_path_follows_the_health_path_or_its_own_setting() -> None:
 
 
 def test_ready_probe_channel_is_out_of_reach_of_clients() -> None:
-    client = make_app(IMPULSE_SECRET="s").test_client()
+    client = make_app(IMPULSE_SECRET="s")[0].test_client()
     assert client.get("/rt", query_string={"channel": READY_CHANNEL}).status_code == 400
     pushed = client.post("/rt", json={"channel": READY_CHANNEL, "payload": 1}, headers={"Authorization": "Bearer s"})
     assert pushed.status_code == 400
@@ -95,6 +83,7 @@ def guarded() -> Iterator[LiveServer]:
         yield server
 
 
+@pytest.mark.live
 def test_live_readiness_needs_the_health_token_and_leaves_health_cheap(guarded: LiveServer) -> None:
     ready = guarded.url + "/health/ready"
     assert requests.get(ready, timeout=5).status_code == 401

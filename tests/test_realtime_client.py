@@ -247,6 +247,7 @@ def test_reconnects_are_counted_under_the_clients_lock() -> None:
         assert realtime.unlocked_changes == 0
 
 
+@pytest.mark.live
 def test_states_go_connecting_connected_disconnected_connected_across_a_server_restart() -> None:
     port = free_port()
     channel = unique()

@@ -26,6 +26,8 @@ from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LiveServer, free_port
 from tests.support.streams import ManyStreams, SSEStream
 
+pytestmark = [pytest.mark.live, pytest.mark.redis]
+
 SECRET = "redis-secret"
 
 
@@ -237,7 +239,7 @@ def _run_outage(server: LiveServer, redis_server: RedisServer, groups: list[Many
     # Heartbeats kept flowing on every stream during the outage (one a second here).
     for group, floor in zip(groups, beats, strict=True):
         group.read_until(lambda bufs, f=floor: all(b.count(b": heartbeat") >= f[fd] + 3 for fd, b in bufs.items()), 30)
-    assert worker_pids(server) == set(holders)
+    assert set(worker_pids(server)) == set(holders)
 
     redis_server.start()
     after = [push(server.url, {"channel": "outage", "payload": n}) for n in range(3)]
@@ -255,7 +257,7 @@ def _run_outage(server: LiveServer, redis_server: RedisServer, groups: list[Many
             delivered = re.findall(rb'"payload":([^}]*)', buffer)[1:]
             rest = [m["payload"] for m in resumed.messages(3 - len(delivered))]
             assert [int(p) for p in delivered] + rest == [0, 1, 2]
-    assert worker_pids(server) == set(holders)
+    assert set(worker_pids(server)) == set(holders)
     assert requests.get(server.url + "/health/ready", timeout=10).json()["status"] == "ready"
 
 

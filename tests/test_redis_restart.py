@@ -21,9 +21,12 @@ from flask_impulse.broker import Draft
 from flask_impulse.broker.message import Message, parse_id
 from flask_impulse.broker.redis import RedisBackplane
 from flask_impulse.broker.shared import encode_body
+from tests.support.processes import all_connected
 from tests.support.redis import RedisServer
 from tests.support.server import LiveServer
 from tests.support.streams import ManyStreams, SSEStream
+
+pytestmark = [pytest.mark.live, pytest.mark.redis]
 
 SECRET = "restart-secret"
 
@@ -105,8 +108,7 @@ def test_streams_get_every_message_of_a_burst_once_when_their_subscription_is_ki
         service(redis_server, "client-kill") as server,
         ManyStreams(server.url + "/", 20, {"channel": "burst"}) as streams,
     ):
-        # Every stream is open (its response head came) before the push counts them.
-        streams.read_until(lambda bufs: all(b"\r\n\r\n" in b for b in bufs.values()), 30)
+        streams.read_until(all_connected, 30)  # a push before the streams subscribe reaches none
         assert push(server.url, {"channel": "burst", "payload": -1}).json()["sent"] == 20
         streams.read_until(lambda bufs: all(b.count(b'"payload":-1') for b in bufs.values()), 30)
         publisher = RedisBackplane(redis_server.url, history_size=1000, history_ttl=60, sent_timeout=0)

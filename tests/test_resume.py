@@ -15,10 +15,11 @@ import pytest
 import requests
 
 from tests.apps.faults import SECRET
-from tests.conftest import Service
+from tests.conftest import Service, serve
 from tests.support.resuming_client import ResumingClient
-from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
+
+pytestmark = [pytest.mark.live, pytest.mark.node]
 
 TOTAL = 1000
 
@@ -26,8 +27,8 @@ TOTAL = 1000
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Service]:
     """flask-impulse embedded under /realtime in tests/apps/faults.py, default history (1,000 per channel)."""
-    with LiveServer("tests.apps.faults:app", health_path="/realtime/health", name="resume") as server:
-        yield Service(server, server.url + "/realtime", SECRET)
+    with serve("tests.apps.faults:app", "resume", "/realtime", secret=SECRET) as service:
+        yield service
 
 
 def unique(prefix: str) -> str:

@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import secrets
+from tests.support import secrets, streams
 from tests.support.redis import RedisServer
 from tests.support.secrets import handmade_token, make_token, remember
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
+
+pytestmark = [pytest.mark.live, pytest.mark.redis]
 
 MAX_STREAMS_PER_IP = 6
 MAX_STREAMS_PER_TOKEN = 3
@@ -116,30 +118,7 @@ def refused(stream: SSEStream, status: int) -> dict[str, Any]:
 
 
 def raw_exchange(service: Guarded, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes; return the answer's status, headers and body (read to its length)."""
-    with socket.create_connection(("127.0.0.1", service.server.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        data = b""
-        deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in data:
-            assert time.monotonic() < deadline, "no answer head"
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {
-            name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])
-        }
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length:
-            assert time.monotonic() < deadline, "answer body cut short"
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    return int(lines[0].split()[1]), headers, body
+    return streams.raw_exchange(service.server.port, request, timeout)
 
 
 # -- tokens ---------------------------------------------------------------------------------

@@ -3,8 +3,6 @@ place per file: the browser client only at ``BASE/client.js`` and ``BASE/client.
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,6 +13,7 @@ from flask_impulse import Impulse
 from flask_impulse.server.service import create_app
 from tests.support import secrets
 from tests.support.server import LiveServer
+from tests.support.streams import raw_exchange
 
 PUSH_SECRET = secrets.ROTATING_PUSH_SECRETS[0]
 SECURITY_HEADERS = {
@@ -35,18 +34,8 @@ def service() -> Iterator[LiveServer]:
 
 def raw_head(server: LiveServer, request: bytes, timeout: float = 10) -> tuple[int, Headers]:
     """The status and headers of the answer to raw ``request`` bytes."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        data = b""
-        deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in data:
-            assert time.monotonic() < deadline, "no answer head"
-            chunk = sock.recv(65536)
-            assert chunk, f"closed without an answer: {data!r}"
-            data += chunk
-    lines = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers
+    status, headers, _ = raw_exchange(server.port, request, timeout)
+    return status, headers
 
 
 def _get(path: str, **kwargs: object) -> Callable[[LiveServer], tuple[int, Headers]]:
@@ -134,6 +123,7 @@ def test_helmet_enabled_true_keeps_them_on(monkeypatch: pytest.MonkeyPatch) -> N
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.live
 def test_the_worker_leaves_the_headers_off_when_the_app_turns_them_off() -> None:
     env = {"REALTIME_SECRET": PUSH_SECRET, "HELMET_ENABLED": "false"}
     with LiveServer("wsgi:app", env=env, name="no-security-headers") as server:

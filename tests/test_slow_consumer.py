@@ -9,12 +9,15 @@ import socket
 import time
 import uuid
 
+import pytest
 import requests
 
 from tests.conftest import SECRET
 from tests.support.fleet import BackgroundReader, record_figure, rss_kib, wait_until, worker_pids
 from tests.support.server import LiveServer
 from tests.support.streams import SSEStream
+
+pytestmark = pytest.mark.live
 
 MESSAGES = 100_000
 BATCH = 1000  # IMPULSE_MAX_BATCH_SIZE's default

@@ -9,11 +9,14 @@ import socket
 import struct
 import time
 
+import pytest
 import requests
 
 from tests.conftest import SECRET
 from tests.support.fleet import record_figure, rss_kib, wait_until, worker_pids
 from tests.support.server import LiveServer
+
+pytestmark = pytest.mark.live
 
 CYCLES = 20_000
 WARM_UP = 2_000

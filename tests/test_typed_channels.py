@@ -48,14 +48,17 @@ def mypy_report() -> dict[str, list[tuple[int, str]]]:
     return errors
 
 
+@pytest.mark.tool
 def test_mypy_strict_passes_on_the_whole_package(mypy_report: dict[str, list[tuple[int, str]]]) -> None:
     assert {path: found for path, found in mypy_report.items() if path.startswith("flask_impulse")} == {}
 
 
+@pytest.mark.tool
 def test_mypy_strict_accepts_the_correct_typed_example(mypy_report: dict[str, list[tuple[int, str]]]) -> None:
     assert not [path for path in mypy_report if path.endswith("correct.py")]
 
 
+@pytest.mark.tool
 def test_mypy_strict_reports_each_misuse_of_a_typed_channel(mypy_report: dict[str, list[tuple[int, str]]]) -> None:
     expected = [
         (number, match.group(1))
@@ -326,25 +329,28 @@ def test_typescript_refuses_a_type_with_no_json_form() -> None:
         render_realtime_types([Channel("odd", complex)])
 
 
+def typescript_command(app: str) -> subprocess.CompletedProcess[str]:
+    """``python -m flask_impulse typescript --app APP``, as a user runs it."""
+    command = [sys.executable, "-m", "flask_impulse", "typescript", "--app", app]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.tool
 def test_flask_impulse_typescript_command_prints_the_types() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "flask_impulse", "typescript", "--app", "tests.typing_cases.chat_types"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = typescript_command("tests.typing_cases.chat_types")
     assert result.returncode == 0, result.stderr
     assert result.stdout == EXPECTED_TYPESCRIPT
 
 
+@pytest.mark.tool
 def test_flask_impulse_typescript_reports_a_missing_module_without_a_traceback() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "flask_impulse", "typescript", "--app", "no_such_module_here"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = typescript_command("no_such_module_here")
     assert result.returncode == 2
     assert "No module named 'no_such_module_here'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.tool
 def test_flask_cli_impulse_typescript_reads_the_apps_channels(tmp_path: Path) -> None:
     """``flask impulse typescript`` through the ``flask.commands`` entry point that setup.cfg
     declares (a dist-info made from setup.cfg, so the test does not depend on how the package
@@ -433,11 +439,13 @@ ours.subscribe('notification:new', (event) => console.log(event.payload.type ===
 """
 
 
+@pytest.mark.node
 def test_generated_types_compile_with_the_official_client_and_ours(ts_dir: Path) -> None:
     result = tsc(ts_dir, TS_CORRECT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.node
 def test_a_wrong_payload_against_the_generated_types_fails_to_compile(ts_dir: Path) -> None:
     result = tsc(ts_dir, TS_WRONG)
     assert result.returncode != 0
@@ -500,6 +508,7 @@ with dashboard.app.app_context():
 
 
 @pytest.mark.slow
+@pytest.mark.tool
 @pytest.mark.timeout(900)  # a venv and a pip install, on a machine that may be busy
 def test_a_base_install_validates_the_readme_snippet_and_the_dashboard(tmp_path: Path) -> None:
     """``pip install`` of the checkout (not editable, no extras) in a fresh venv: the README's

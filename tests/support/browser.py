@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -134,9 +134,9 @@ class Page:
             shutil.rmtree(self.profile_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def open_page() -> Iterator[Callable[..., Page]]:
-    """``open_page(url, name=...)`` opens a page in a new headless Chromium; all close after the test."""
+@contextmanager
+def open_pages() -> Iterator[Callable[..., Page]]:
+    """``open_(url, name=...)`` opens a page in a new headless Chromium; all close on exit."""
     with ExitStack() as pages:
         count = itertools.count(1)
 

@@ -16,7 +16,7 @@ import psutil
 
 from flask_impulse.sse import ServerSentEvent, SSEDecoder
 from tests.support.server import LOG_DIR, LiveServer
-from tests.support.streams import StreamTimeout
+from tests.support.streams import ChunkedDecoder, StreamTimeout
 
 
 def worker_pids(server: LiveServer) -> list[int]:
@@ -62,15 +62,7 @@ def decode_response(raw: bytes) -> tuple[int, SSEDecoder, list[ServerSentEvent]]
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     decoder = SSEDecoder(keep_comments=True)
-    events = []
-    while body:
-        size_line, sep, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16) if sep else 0
-        if size == 0 or len(rest) < size:
-            break
-        events.extend(decoder.feed(rest[:size]))
-        body = rest[size + 2 :]
-    return status, decoder, events
+    return status, decoder, decoder.feed(ChunkedDecoder().feed(body))
 
 
 class StreamFleet:
@@ -156,32 +148,6 @@ def record_figure(name: str, **values: object) -> None:
     LOG_DIR.mkdir(exist_ok=True)
     with open(LOG_DIR / "figures.jsonl", "a") as figures:
         figures.write(line + "\n")
-
-
-class ChunkedDecoder:
-    """The body of a chunked HTTP response, chunk by chunk, in linear time."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.finished = False
-
-    def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        buffer, position, body = self._buffer, 0, []
-        while not self.finished:
-            line_end = buffer.find(b"\r\n", position)
-            if line_end == -1:
-                break
-            size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
-            if size == 0:
-                self.finished = True
-                break
-            if len(buffer) < line_end + 2 + size + 2:
-                break
-            body.append(bytes(buffer[line_end + 2 : line_end + 2 + size]))
-            position = line_end + 2 + size + 2
-        del buffer[:position]
-        return b"".join(body)
 
 
 class BackgroundReader:

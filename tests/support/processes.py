@@ -7,17 +7,13 @@ from contextlib import ExitStack, contextmanager
 
 import psutil
 
+from .fleet import worker_pids
 from .server import LiveServer
 from .streams import ManyStreams
 
 
 def all_connected(buffers: dict[int, bytes]) -> bool:
     return all(b"Connected" in buffer for buffer in buffers.values())
-
-
-def worker_pids(server: LiveServer) -> set[int]:
-    assert server.process is not None
-    return {child.pid for child in psutil.Process(server.process.pid).children()}
 
 
 def streams_per_worker(server: LiveServer) -> dict[int, int]:

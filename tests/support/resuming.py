@@ -16,32 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flask_impulse.sse import SSEDecoder
 
-from .streams import StreamTimeout
-
-
-class _Chunked:
-    """Incremental decoder of a chunked HTTP body."""
-
-    def __init__(self) -> None:
-        self._raw = b""
-        self.finished = False
-
-    def feed(self, data: bytes) -> bytes:
-        self._raw += data
-        out = []
-        while not self.finished:
-            size_line, sep, rest = self._raw.partition(b"\r\n")
-            if not sep:
-                break
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                self.finished = True
-                break
-            if len(rest) < size + 2:
-                break
-            out.append(rest[:size])
-            self._raw = rest[size + 2 :]
-        return b"".join(out)
+from .streams import ChunkedDecoder, StreamTimeout
 
 
 class _Sized:
@@ -65,7 +40,7 @@ class _Stream:
         self.sock: socket.socket | None = None
         self.head = b""
         self.status: int | None = None
-        self.body: _Chunked | _Sized | None = None
+        self.body: ChunkedDecoder | _Sized | None = None
         self.decoder = SSEDecoder(keep_comments=True)
         self.last_event_id = ""
         self.payloads: list[Any] = []
@@ -147,7 +122,7 @@ class ResumingStreams:
                 self._schedule(stream)
                 return
             length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
-            stream.body = _Sized(int(length[1])) if length else _Chunked()
+            stream.body = _Sized(int(length[1])) if length else ChunkedDecoder()
         assert stream.body is not None
         for event in stream.decoder.feed(stream.body.feed(data)):
             if event.event == "message":

@@ -17,6 +17,62 @@ class StreamTimeout(AssertionError):
     pass
 
 
+class ChunkedDecoder:
+    """The body of a chunked HTTP response, chunk by chunk, in linear time: the one decoder of
+    every test helper (a chunk not followed by CRLF fails the test: the server framed it wrong)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.finished = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        buffer, position, body = self._buffer, 0, []
+        while not self.finished:
+            line_end = buffer.find(b"\r\n", position)
+            if line_end == -1:
+                break
+            size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+            if size == 0:
+                self.finished = True
+                break
+            if len(buffer) < line_end + 2 + size + 2:
+                break
+            assert buffer[line_end + 2 + size : line_end + 4 + size] == b"\r\n", "chunk not followed by CRLF"
+            body.append(bytes(buffer[line_end + 2 : line_end + 2 + size]))
+            position = line_end + 2 + size + 2
+        del buffer[:position]
+        return b"".join(body)
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes to 127.0.0.1:``port``; the answer's status, headers and body (read to its
+    length). Every read has the deadline."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in data:
+            assert time.monotonic() < deadline, "no answer head"
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])
+        }
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            assert time.monotonic() < deadline, "answer body cut short"
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
 class SSEStream:
     """One stream over a raw socket: exact control of reads, timeouts and disconnects."""
 
@@ -44,8 +100,7 @@ class SSEStream:
         self._pending: list[ServerSentEvent] = []
         self._body = b""
         self.status, self.headers = self._read_head(timeout)
-        self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
-        self._raw = b""
+        self._chunks = ChunkedDecoder() if self.headers.get("transfer-encoding", "").lower() == "chunked" else None
         self.closed = False
 
     def _read_head(self, timeout: float) -> tuple[int, dict[str, str]]:
@@ -78,24 +133,11 @@ class SSEStream:
         return data
 
     def _decode_body(self, data: bytes) -> bytes:
-        if not self._chunked:
+        if self._chunks is None:
             return data
-        self._raw += data
-        out = b""
-        while True:
-            size_line, sep, rest = self._raw.partition(b"\r\n")
-            if not sep:
-                break
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                self.closed = True
-                self._raw = b""
-                break
-            if len(rest) < size + 2:
-                break
-            out += rest[:size]
-            self._raw = rest[size + 2 :]
-        return out
+        body = self._chunks.feed(data)
+        self.closed = self.closed or self._chunks.finished
+        return body
 
     def read_json(self, timeout: float = 10) -> Any:
         """The JSON body of an answer that is not a stream (sized by Content-Length)."""

@@ -499,7 +499,7 @@ with dashboard.app.app_context():
 """
 
 
-@pytest.mark.slow
+@pytest.mark.tool
 @pytest.mark.timeout(900)  # a venv and a pip install, on a machine that may be busy
 def test_a_base_install_validates_the_readme_snippet_and_the_dashboard(tmp_path: Path) -> None:
     """``pip install`` of the checkout (not editable, no extras) in a fresh venv: the README's

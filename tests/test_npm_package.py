@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -155,6 +156,111 @@ def test_a_wrong_payload_fails_to_compile(project: Path) -> None:
     assert result.returncode != 0
     lines = sorted({int(line) for line in re.findall(r"usage\.ts\((\d+),\d+\): error TS\d+", result.stdout)})
     assert lines == [5, 6, 8, 9], result.stdout
+
+
+@pytest.fixture(scope="module")
+def frameworks(packed: dict[str, Any], project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another project, with the tarball, React and its types, Vue and Svelte: the optional peers."""
+    folder = tmp_path_factory.mktemp("frameworks")
+    (folder / "package.json").write_text(json.dumps({"name": "uses-the-bindings", "private": True, "type": "module"}))
+    npm(folder, "install", str(packed["tarball"]), "react@18", "@types/react@18", "vue@3", "svelte@4")
+    shutil.copy(project / "realtime-types.ts", folder / "realtime-types.ts")
+    return folder
+
+
+TS_BINDINGS = """\
+import { createElement } from 'react'
+import { createRealtimeClient, type ConnectionState } from 'flask-impulse'
+import { RealtimeProvider, useConnectionState, useRealtime, useRealtimeClient } from 'flask-impulse/react'
+import { provideRealtimeClient, useConnectionState as useVueState } from 'flask-impulse/vue'
+import { useRealtime as useVueRealtime } from 'flask-impulse/vue'
+import { connectionState, realtimeEvents } from 'flask-impulse/svelte'
+import type { RealtimeTypes } from './realtime-types.js'
+
+const client = createRealtimeClient<RealtimeTypes>({ serviceUrl: '/realtime/' })
+export function Messages() {
+  const state: ConnectionState = useConnectionState()
+  const show = (text: string) => console.log(text)
+  useRealtime<RealtimeTypes, 'chat:message'>('chat:message', (event) => show(event.payload.text), { topic: 'r' })
+  useRealtimeClient<RealtimeTypes>().subscribe('shapes', (event) => console.log(event.payload.points.length))
+  return createElement('p', null, state)
+}
+createElement(RealtimeProvider, { client }, createElement(Messages))
+createElement(RealtimeProvider, { options: { serviceUrl: '/realtime/' } })
+
+provideRealtimeClient(client)
+useVueRealtime<RealtimeTypes, 'notification:new'>('notification:new', (event) => console.log(event.payload.title))
+const vueState: ConnectionState = useVueState().value
+console.log(vueState)
+
+const latest = realtimeEvents(client, 'chat:message', { limit: 10 })
+latest.subscribe((events) => console.log(events.map((event) => event.payload.author.name)))
+connectionState(client).subscribe((state) => console.log(state === 'connected'))
+"""
+
+TS_BINDINGS_WRONG = """\
+import { createRealtimeClient } from 'flask-impulse'
+import { useRealtime } from 'flask-impulse/react'
+import { useRealtime as useVueRealtime } from 'flask-impulse/vue'
+import { realtimeEvents } from 'flask-impulse/svelte'
+import type { RealtimeTypes } from './realtime-types.js'
+
+const client = createRealtimeClient<RealtimeTypes>({ serviceUrl: '/realtime/' })
+useRealtime<RealtimeTypes, 'chat:message'>('chat:message', (event) => console.log(event.payload.text.toFixed()))
+useVueRealtime<RealtimeTypes, 'shapes'>('notification:new', () => {})
+realtimeEvents(client, 'chat:message').subscribe((events) => console.log(events[0].payload.title))
+"""
+
+
+def test_the_bindings_are_typed_by_the_generated_types(frameworks: Path) -> None:
+    result = tsc(frameworks, TS_BINDINGS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_wrong_payload_through_the_bindings_fails_to_compile(frameworks: Path) -> None:
+    result = tsc(frameworks, TS_BINDINGS_WRONG)
+    lines = sorted({int(line) for line in re.findall(r"usage\.ts\((\d+),\d+\): error TS\d+", result.stdout)})
+    assert lines == [8, 9, 10], result.stdout
+
+
+SVELTE = """\
+import { createRealtimeClient, createServerClient } from 'flask-impulse'
+import { connectionState, realtimeEvents } from 'flask-impulse/svelte'
+
+setTimeout(() => { console.log(JSON.stringify({ error: 'not received in time' })); process.exit(1) }, 30000)
+const { SERVICE_URL: serviceUrl, SECRET: token, CHANNEL: channel } = process.env
+const client = createRealtimeClient({ serviceUrl })
+const states = []
+const stopStates = connectionState(client).subscribe((state) => states.push(state))
+let pushed = false
+const stopEvents = realtimeEvents(client, channel, { limit: 2 }).subscribe(async (events) => {
+  if (events.some((event) => event.payload.n === 3)) {
+    stopEvents()
+    await Promise.resolve() // the unsubscribe is applied in a microtask
+    const stats = client.getStats()
+    stopStates()
+    console.log(JSON.stringify({ states, events: events.map((event) => event.payload.n), stats }))
+    process.exit(0)
+  }
+})
+connectionState(client).subscribe(async (state) => {
+  if (state !== 'connected' || pushed) return
+  pushed = true
+  await createServerClient({ serviceUrl, token }).pushMany([1, 2, 3].map((n) => ({ channel, payload: { n } })))
+})
+"""
+
+
+def test_the_svelte_stores_follow_a_live_service(frameworks: Path, standalone: Service) -> None:
+    (frameworks / "script.mjs").write_text(SVELTE)
+    environment = {"SERVICE_URL": standalone.base, "SECRET": standalone.secret, "CHANNEL": f"svelte-{free_port()}"}
+    result = subprocess.run(["node", "script.mjs"], cwd=frameworks, capture_output=True, text=True, timeout=60,
+                            check=False, env={**os.environ, **environment})  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["events"] == [2, 3]  # the latest two, oldest first
+    assert outcome["states"][:2] == ["disconnected", "connecting"] and "connected" in outcome["states"]
+    assert outcome["stats"]["subscriptions"] == 0  # the last store subscriber gone, the client unsubscribed
 
 
 # -- createServerClient ----------------------------------------------------------------------------

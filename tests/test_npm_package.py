@@ -108,6 +108,12 @@ def test_the_served_browser_client_is_the_committed_fresh_build(tmp_path: Path) 
     assert "export {" in (tmp_path / "client.js").read_text()
 
 
+def test_the_npm_package_has_the_python_package_version() -> None:
+    import flask_impulse
+
+    assert json.loads((JS / "package.json").read_text())["version"] == flask_impulse.__version__
+
+
 # -- types -----------------------------------------------------------------------------------------
 TS_CORRECT = """\
 import { createRealtimeClient, createServerClient, type RealtimeError } from 'flask-impulse'

@@ -1,5 +1,7 @@
-// Types of the flask-impulse browser client (client.js, served at BASE/client.js).
-// RT is the channel map, e.g. the RealtimeTypes that `flask impulse typescript` generates.
+// Built from js/src/realtime.js by `npm run build` in js/: edit that file, not this one.
+// Types of the flask-impulse browser client (the npm package's createRealtimeClient, and
+// client.js served at BASE/client.js). RT is the channel map, e.g. the RealtimeTypes that
+// `flask-impulse typescript` generates.
 
 export type ConnectionState = 'connecting' | 'connected' | 'disconnected'
 

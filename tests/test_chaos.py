@@ -24,18 +24,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from tests.support.chaos import NOTHING_PUBLISHED, OUTCOME_UNKNOWN, Publisher, Refusal, Tally, count, table
+from tests.support.cluster import Cluster, running_cluster
 from tests.support.fleet import wait_until
-from tests.support.nginx import Nginx
 from tests.support.processes import kill_hard
 from tests.support.redis import RedisServer
 from tests.support.resuming import ResumingStreams
 from tests.support.secrets import PUSH_SECRET
-from tests.support.server import LiveServer
 from tests.support.streams import StreamTimeout
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.nginx]
@@ -54,31 +52,16 @@ REDIS_DOWN = 2.0
 INSTANCE_DOWN = 1.0
 
 
-@dataclass
-class Cluster:
-    instances: list[LiveServer]
-    nginx: Nginx
-    redis: RedisServer
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     redis = RedisServer(tmp_path_factory.mktemp("chaos-redis"))
-    env = {"REALTIME_SECRET": SECRET, "REDIS_URL": redis.url}
-    instances = [
-        LiveServer("wsgi:app", env=env, workers=workers, name=f"chaos{number}")
-        for number, workers in enumerate((2, 1, 1), start=1)
-    ]
     try:
         redis.start()
-        for instance in instances:
-            instance.start()
-        upstreams = [f"127.0.0.1:{instance.port}" for instance in instances]
-        with Nginx(upstreams, tmp_path_factory.mktemp("chaos-nginx")) as nginx:
-            yield Cluster(instances, nginx, redis)
+        with running_cluster(
+            redis, tmp_path_factory.mktemp("chaos-nginx"), (2, 1, 1), secret=SECRET, name="chaos"
+        ) as cluster:
+            yield cluster
     finally:
-        for instance in instances:
-            instance.stop()
         redis.stop()
 
 

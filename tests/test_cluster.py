@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.nginx import Nginx
+from tests.support.cluster import Cluster, running_cluster
 from tests.support.processes import kill_hard, streams_per_worker
 from tests.support.redis import RedisServer
 from tests.support.resuming import ResumingStreams
@@ -21,31 +21,18 @@ from tests.support.server import LiveServer
 SECRET = "cluster-secret"
 
 
-@dataclass
-class Cluster:
-    instances: list[LiveServer]
-    nginx: Nginx
-    redis: RedisServer
-
-
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # A generous wait for delivery counts: the tests assert exact "sent" on a noisy machine.
-    env = {"REALTIME_SECRET": SECRET, "REDIS_URL": redis_server.url, "IMPULSE_REDIS_SENT_TIMEOUT": "5"}
-    instances = [
-        LiveServer("wsgi:app", env=env, workers=workers, name=f"replica{number}")
-        for number, workers in enumerate((2, 1, 1), start=1)
-    ]
-    started: list[LiveServer] = []
-    try:
-        for instance in instances:
-            started.append(instance.start())
-        upstreams = [f"127.0.0.1:{instance.port}" for instance in instances]
-        with Nginx(upstreams, tmp_path_factory.mktemp("nginx")) as nginx:
-            yield Cluster(instances, nginx, redis_server)
-    finally:
-        for instance in started:
-            instance.stop()
+    with running_cluster(
+        redis_server,
+        tmp_path_factory.mktemp("nginx"),
+        (2, 1, 1),
+        secret=SECRET,
+        name="replica",
+        env={"IMPULSE_REDIS_SENT_TIMEOUT": "5"},
+    ) as cluster:
+        yield cluster
 
 
 @dataclass

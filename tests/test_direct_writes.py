@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -16,13 +15,9 @@ from gunicorn.config import Config
 from flask_impulse.gunicorn_config import frames_plain_http1
 from flask_impulse.sse import SSEDecoder
 from tests.conftest import SECRET, Service, serve
-from tests.support.streams import ChunkedDecoder, SSEStream
+from tests.support.streams import ChunkedDecoder, SSEStream, unique
 
 pytestmark = pytest.mark.live
-
-
-def unique(prefix: str = "direct") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def test_direct_writes_only_where_gunicorn_frames_plain_http1() -> None:
@@ -39,7 +34,7 @@ def test_direct_writes_only_where_gunicorn_frames_plain_http1() -> None:
 
 
 def test_http10_client_gets_the_stream_unchunked(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("direct")
     with socket.create_connection(("127.0.0.1", standalone.server.port), timeout=10) as sock:
         sock.sendall(f"GET /?channel={channel} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
         received = b""
@@ -59,7 +54,7 @@ def test_http10_client_gets_the_stream_unchunked(standalone: Service) -> None:
 
 
 def test_burst_to_a_client_that_reads_late_arrives_whole_and_in_order(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("direct")
     # 5.6 MB: more than a stalled loopback socket takes (the kernel grows its send buffer to
     # about 4 MB), less than the stream's queue bound (8 MiB). Sends come up short.
     count, padding = 700, "x" * 8000
@@ -91,7 +86,7 @@ def fast_heartbeat() -> Iterator[Service]:
 
 
 def test_heartbeats_and_direct_writes_interleave_cleanly(fast_heartbeat: Service) -> None:
-    channel = unique()
+    channel = unique("direct")
     with SSEStream(fast_heartbeat.base, {"channel": channel}) as stream:
         for index in range(20):
             assert fast_heartbeat.push({"channel": channel, "payload": index}).json()["sent"] == 1

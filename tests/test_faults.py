@@ -11,7 +11,6 @@ import socket
 import struct
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +20,7 @@ from tests.apps.faults import EXPLODING_CHANNEL, SECRET
 from tests.conftest import Service, serve
 from tests.support.fleet import record_figure, wait_for_workers, wait_until, worker_pids
 from tests.support.server import ROOT, LiveServer
-from tests.support.streams import SSEStream
+from tests.support.streams import SSEStream, unique
 
 pytestmark = pytest.mark.live
 
@@ -30,10 +29,6 @@ pytestmark = pytest.mark.live
 def faults() -> Iterator[Service]:
     with serve("tests.apps.faults:app", "faults", "/realtime", secret=SECRET) as service:
         yield service
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def assert_delivers(service: Service) -> None:

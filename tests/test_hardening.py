@@ -23,11 +23,7 @@ from tests.conftest import SECRET, Service
 from tests.support.redis import RedisServer
 from tests.support.secrets import HOOK_TOKEN, remember
 from tests.support.server import LiveServer
-from tests.support.streams import SSEStream
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from tests.support.streams import SSEStream, unique
 
 
 class LogWindow:

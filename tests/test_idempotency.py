@@ -20,15 +20,11 @@ from flask_impulse.broker.idempotency import IdempotencyStore
 from tests.conftest import SECRET, Service
 from tests.support.lossy_proxy import LossyProxy
 from tests.support.server import LiveServer
-from tests.support.streams import SSEStream
+from tests.support.streams import SSEStream, unique
 
 #: The TTL of the server that lets keys expire: long enough that a repeat sent at once is
 #: within it, short enough to wait for.
 SHORT_TTL = 2.0
-
-
-def unique(prefix: str = "idem") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def delivered(stream: SSEStream, service: Service, channel: str) -> list[dict[str, Any]]:
@@ -54,7 +50,7 @@ def push(service: Service, body: object, key: str | None = None) -> requests.Res
 
 # -- over HTTP ---------------------------------------------------------------------------
 def test_same_key_twice_is_delivered_once_and_the_repeat_answers_the_first_id(service: Service) -> None:
-    channel, key = unique(), str(uuid.uuid4())
+    channel, key = unique("idem"), str(uuid.uuid4())
     with SSEStream(service.base, {"channel": channel}) as stream:
         first = push(service, {"channel": channel, "payload": "once"}, key)
         repeat = push(service, {"channel": channel, "payload": "once"}, key)
@@ -66,7 +62,7 @@ def test_same_key_twice_is_delivered_once_and_the_repeat_answers_the_first_id(se
 
 
 def test_different_keys_are_two_deliveries(service: Service) -> None:
-    channel = unique()
+    channel = unique("idem")
     with SSEStream(service.base, {"channel": channel}) as stream:
         answers = [push(service, {"channel": channel, "payload": n}, str(uuid.uuid4())).json() for n in (1, 2)]
         assert [a.get("duplicate") for a in answers] == [None, None]
@@ -75,7 +71,7 @@ def test_different_keys_are_two_deliveries(service: Service) -> None:
 
 
 def test_a_key_in_the_header_and_the_same_key_in_the_field_are_one_push(service: Service) -> None:
-    channel, key = unique(), unique("key")
+    channel, key = unique("idem"), unique("key")
     with SSEStream(service.base, {"channel": channel}) as stream:
         first = push(service, {"channel": channel, "payload": 1, "idempotencyKey": key}).json()
         by_header = push(service, {"channel": channel, "payload": 1}, key).json()
@@ -87,7 +83,7 @@ def test_a_key_in_the_header_and_the_same_key_in_the_field_are_one_push(service:
 
 
 def test_a_batch_with_a_repeated_key_delivers_it_once_and_flags_the_repeat(service: Service) -> None:
-    channel, key, earlier = unique(), unique("key"), unique("key")
+    channel, key, earlier = unique("idem"), unique("key"), unique("key")
     with SSEStream(service.base, {"channel": channel}) as stream:
         first = push(service, {"channel": channel, "payload": "earlier"}, earlier).json()
         batch = [
@@ -122,7 +118,7 @@ BAD_KEYS = [
 def test_a_bad_idempotency_key_field_is_400_naming_the_rule_and_nothing_of_the_batch_is_sent(
     standalone: Service, key: object
 ) -> None:
-    channel = unique()
+    channel = unique("idem")
     with SSEStream(standalone.base, {"channel": channel}) as stream:
         single = push(standalone, {"channel": channel, "payload": 1, "idempotencyKey": key})
         batch = push(standalone, [{"channel": channel}, {"channel": channel, "idempotencyKey": key}])
@@ -145,7 +141,7 @@ def test_a_bad_idempotency_key_field_is_400_naming_the_rule_and_nothing_of_the_b
     ],
 )
 def test_a_bad_idempotency_key_header_is_400_naming_the_rule(standalone: Service, header: str) -> None:
-    answer = push(standalone, {"channel": unique(), "payload": 1}, header)
+    answer = push(standalone, {"channel": unique("idem"), "payload": 1}, header)
     assert answer.status_code == 400, answer.text
     assert answer.json() == {
         "error": "Invalid idempotency key",
@@ -154,7 +150,7 @@ def test_a_bad_idempotency_key_header_is_400_naming_the_rule(standalone: Service
 
 
 def test_a_header_key_that_differs_from_the_field_or_comes_with_a_batch_is_400(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("idem")
     with SSEStream(standalone.base, {"channel": channel}) as stream:
         differ = push(standalone, {"channel": channel, "idempotencyKey": "a"}, "b")
         with_batch = push(standalone, [{"channel": channel}], "a")
@@ -167,7 +163,7 @@ def test_a_header_key_that_differs_from_the_field_or_comes_with_a_batch_is_400(s
 def test_two_idempotency_key_headers_or_a_bare_comma_are_400_and_a_quoted_comma_is_one_key(
     standalone: Service,
 ) -> None:
-    channel = unique()
+    channel = unique("idem")
     body = json.dumps({"channel": channel, "payload": 1})
     connection = http.client.HTTPConnection("127.0.0.1", standalone.server.port, timeout=10)
     try:
@@ -190,7 +186,7 @@ def test_two_idempotency_key_headers_or_a_bare_comma_are_400_and_a_quoted_comma_
 def test_the_longest_key_and_every_printable_character_are_accepted(standalone: Service) -> None:
     printable = "".join(chr(c) for c in range(0x20, 0x7F))
     for key in (unique("key").ljust(255, "k"), unique("key") + printable):
-        answers = [push(standalone, {"channel": unique(), "idempotencyKey": key}) for _ in range(2)]
+        answers = [push(standalone, {"channel": unique("idem"), "idempotencyKey": key}) for _ in range(2)]
         assert [a.status_code for a in answers] == [200, 200], answers[0].text
         assert answers[1].json()["duplicate"] is True
         assert answers[1].json()["id"] == answers[0].json()["id"]
@@ -206,7 +202,7 @@ def short_ttl() -> Iterator[Service]:
 
 @pytest.mark.live
 def test_a_key_is_forgotten_after_the_ttl_and_delivers_again(short_ttl: Service) -> None:
-    channel, key = unique(), unique("key")
+    channel, key = unique("idem"), unique("key")
     body = {"channel": channel, "payload": "again"}
     with SSEStream(short_ttl.base, {"channel": channel}) as stream:
         sent_at = time.monotonic()
@@ -226,7 +222,7 @@ def test_a_key_is_forgotten_after_the_ttl_and_delivers_again(short_ttl: Service)
 
 # -- in process ----------------------------------------------------------------------------
 def test_impulse_push_with_a_key_delivers_once_over_a_live_server(embedded: Service) -> None:
-    channel, key = unique(), unique("key")
+    channel, key = unique("idem"), unique("key")
     send = embedded.server.url + "/send"
     body = {"channel": channel, "payload": "in process", "idempotencyKey": key}
     with SSEStream(embedded.base, {"channel": channel}) as stream:
@@ -280,7 +276,7 @@ def client_through(proxy: LossyProxy, service: Service, **options: Any) -> Serve
 def test_server_client_retries_a_push_whose_answer_was_lost_and_it_is_delivered_once(
     standalone: Service, lost: str
 ) -> None:
-    channel = unique()
+    channel = unique("idem")
     with SSEStream(standalone.base, {"channel": channel}) as stream, LossyProxy(standalone.base, [lost]) as proxy:
         # A read timeout is how a hung answer is noticed; 3 s leaves a slow machine room.
         with client_through(proxy, standalone, timeout=3.0) as client:
@@ -293,7 +289,7 @@ def test_server_client_retries_a_push_whose_answer_was_lost_and_it_is_delivered_
 
 
 def test_server_client_retries_an_honest_503_and_delivers_once(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("idem")
     script = ["refuse-503", "refuse-503"]
     with SSEStream(standalone.base, {"channel": channel}) as stream, LossyProxy(standalone.base, script) as proxy:
         with client_through(proxy, standalone) as client:
@@ -303,7 +299,7 @@ def test_server_client_retries_an_honest_503_and_delivers_once(standalone: Servi
 
 
 def test_server_client_retries_a_batch_under_the_same_keys(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("idem")
     with SSEStream(standalone.base, {"channel": channel}) as stream:
         with LossyProxy(standalone.base, ["forward-then-drop"]) as proxy, client_through(proxy, standalone) as client:
             results = client.publish_many([{"channel": channel, "payload": n} for n in range(3)])
@@ -313,7 +309,7 @@ def test_server_client_retries_a_batch_under_the_same_keys(standalone: Service) 
 
 
 def test_server_client_sends_a_fresh_key_per_push_and_the_given_key_when_told(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("idem")
     with SSEStream(standalone.base, {"channel": channel}) as stream, ServerClient(standalone.base, SECRET) as client:
         fresh = [client.publish(channel, "same payload") for _ in range(2)]
         key = unique("given")
@@ -329,7 +325,7 @@ def test_server_client_never_retries_a_4xx_and_gives_up_after_its_attempts(stand
         ServerClient(proxy.url + "/", token="wrong secret", backoff=0.01) as client,
     ):
         with pytest.raises(ServerClientError) as refused:
-            client.push(unique(), 1)
+            client.push(unique("idem"), 1)
         assert (refused.value.status, client.retries, proxy.received) == (403, 0, 1)
     # Retry-After: 30 is capped by max_backoff (0.2 s): the test would outlast its timeout otherwise.
     with (
@@ -337,7 +333,7 @@ def test_server_client_never_retries_a_4xx_and_gives_up_after_its_attempts(stand
         client_through(proxy, standalone, max_attempts=3) as client,
     ):
         with pytest.raises(ServerClientError) as unavailable:
-            client.push(unique(), 1)
+            client.push(unique("idem"), 1)
         assert (unavailable.value.status, client.retries, proxy.received, proxy.forwarded) == (503, 2, 3, 0)
 
 
@@ -382,7 +378,7 @@ def test_idempotency_settings_out_of_range_are_refused_at_start(key: str, value:
 
 
 def test_server_client_sends_any_valid_key_whole_and_refuses_a_bad_one_before_sending(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("idem")
     key = unique("odd") + ' with, a "quote" and \\ a backslash'
     with ServerClient(standalone.base, SECRET) as client:
         first = client.publish(channel, 1, idempotency_key=key)

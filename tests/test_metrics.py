@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +16,9 @@ from flask_impulse.metrics import Recorder
 from tests.conftest import SECRET, Service, serve
 from tests.support.processes import streams_on_every_worker
 from tests.support.server import LiveServer
-from tests.support.streams import SSEStream
+from tests.support.streams import SSEStream, unique
 
 pytestmark = pytest.mark.live
-
-
-def unique() -> str:
-    return f"metrics-{uuid.uuid4().hex[:8]}"
 
 
 def scrape(service: Service) -> dict[str, float]:
@@ -51,7 +46,7 @@ def test_metrics_are_off_by_default(standalone: Service) -> None:
 
 
 def test_pushes_deliveries_connections_and_write_delays_are_counted(with_metrics: Service) -> None:
-    channel = unique()
+    channel = unique("metrics")
     before = scrape(with_metrics)
     streams = [SSEStream(with_metrics.base, {"channel": channel}) for _ in range(3)]
     try:
@@ -74,7 +69,7 @@ def test_pushes_deliveries_connections_and_write_delays_are_counted(with_metrics
     for _ in range(100):  # the hang-up watcher notices each close; bounded wait
         if scrape(with_metrics)["impulse_connections"] == before["impulse_connections"]:
             break
-        SSEStream(with_metrics.base, {"channel": unique()}).close()
+        SSEStream(with_metrics.base, {"channel": unique("metrics")}).close()
     assert scrape(with_metrics)["impulse_connections"] == before["impulse_connections"]
 
 
@@ -82,7 +77,7 @@ def test_two_workers_report_totals(tmp_path: Path) -> None:
     env = {"REALTIME_SECRET": SECRET, "IMPULSE_METRICS_PATH": "/metrics", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     with LiveServer("wsgi:app", env=env, workers=2, name="metrics-2w") as server:
         service = Service(server, server.url + "/", SECRET)
-        channel = unique()
+        channel = unique("metrics")
         with streams_on_every_worker(server, service.base, channel, batch=20) as groups:
             opened = sum(len(group.socks) for group in groups)
             # Without Redis a push reaches the streams of the worker that took it: the

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 import requests
 
 from tests.conftest import Service
-from tests.support.streams import SSEStream
-
-
-def unique(prefix: str = "ch") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from tests.support.streams import SSEStream, unique
 
 
 def test_stream_opens_with_headers_and_connected_comment(service: Service) -> None:
-    channel = unique()
+    channel = unique("ch")
     with SSEStream(service.base, {"channel": channel}) as stream:
         assert stream.status == 200
         assert stream.headers["content-type"] == "text/event-stream"
@@ -41,7 +36,7 @@ def test_stream_opens_with_headers_and_connected_comment(service: Service) -> No
     ],
 )
 def test_message_roundtrip_is_compact_json_in_one_data_line(service: Service, payload: object) -> None:
-    channel = unique()
+    channel = unique("ch")
     with SSEStream(service.base, {"channel": channel}) as stream:
         assert service.push({"channel": channel, "payload": payload}).json()["sent"] == 1
         event = stream.next_event()
@@ -55,7 +50,7 @@ def test_message_roundtrip_is_compact_json_in_one_data_line(service: Service, pa
 
 
 def test_routing_by_topic_token_and_both(service: Service) -> None:
-    channel = unique()
+    channel = unique("ch")
     streams = {
         "plain": SSEStream(service.base, {"channel": channel}),
         "room1": SSEStream(service.base, {"channel": channel, "topic": "room1"}),
@@ -90,7 +85,7 @@ def test_routing_by_topic_token_and_both(service: Service) -> None:
 
 
 def test_messages_never_cross_channels_and_keep_order(service: Service) -> None:
-    first, second = unique(), unique()
+    first, second = unique("ch"), unique("ch")
     with SSEStream(service.base, {"channel": first}) as a, SSEStream(service.base, {"channel": second}) as b:
         for i in range(50):
             service.push({"channel": first if i % 2 else second, "payload": i})
@@ -99,7 +94,7 @@ def test_messages_never_cross_channels_and_keep_order(service: Service) -> None:
 
 
 def test_sent_counts_connections_written_to(service: Service) -> None:
-    channel = unique()
+    channel = unique("ch")
     assert service.push({"channel": channel, "payload": 1}).json()["sent"] == 0
     streams = [SSEStream(service.base, {"channel": channel}) for _ in range(3)]
     try:
@@ -165,7 +160,7 @@ def test_push_with_wrong_shape_is_400_with_details(service: Service, body: objec
 
 
 def test_body_is_json_whatever_the_content_type(service: Service) -> None:
-    channel = unique()
+    channel = unique("ch")
     with SSEStream(service.base, {"channel": channel}) as stream:
         response = requests.post(
             service.base,
@@ -206,7 +201,7 @@ def test_health(service: Service) -> None:
 
 
 def test_disconnect_frees_the_connection_promptly(service: Service) -> None:
-    channel = unique()
+    channel = unique("ch")
     before = service.health()["connections"]
     stream = SSEStream(service.base, {"channel": channel})
     stream.assert_silent(0.1)
@@ -222,7 +217,7 @@ def test_disconnect_frees_the_connection_promptly(service: Service) -> None:
 
 def test_lone_surrogate_in_payload_is_forwarded_as_its_json_escape(service: Service) -> None:
     # Valid JSON that JSON.stringify writes for a lone surrogate; it is not UTF-8 once decoded.
-    channel = unique()
+    channel = unique("ch")
     body = f'{{"channel": "{channel}", "payload": "a\\ud800b"}}'
     with SSEStream(service.base, {"channel": channel}) as stream:
         response = requests.post(

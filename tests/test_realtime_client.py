@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,10 +18,7 @@ from flask_impulse import Channel, Event, MissedMessages, RealtimeClient, Realti
 from tests.conftest import SECRET, Service
 from tests.support.proxy import TcpProxy
 from tests.support.server import ROOT, LiveServer, free_port
-
-
-def unique(prefix: str = "rc") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from tests.support.streams import unique
 
 
 class Recorder:
@@ -67,7 +63,7 @@ def health(url: str) -> dict[str, Any]:
 
 
 def test_subscriber_receives_messages_with_payload_channel_and_id(client: RealtimeClient, pusher: ServerClient) -> None:
-    channel = unique()
+    channel = unique("rc")
     received = Recorder()
     client.subscribe(channel, received)
     assert client.wait_until_connected(10)
@@ -81,7 +77,7 @@ def test_subscriber_receives_messages_with_payload_channel_and_id(client: Realti
 def test_subscriptions_with_one_token_and_topic_share_one_stream(
     standalone: Service, client: RealtimeClient, pusher: ServerClient
 ) -> None:
-    channels = [unique() for _ in range(5)]
+    channels = [unique("rc") for _ in range(5)]
     received = Recorder()
     for channel in channels:
         client.subscribe(channel, received, topic="room")
@@ -102,7 +98,7 @@ def test_subscriptions_with_one_token_and_topic_share_one_stream(
 def test_unsubscribe_stops_one_handler_and_unsubscribe_all_stops_the_channel(
     client: RealtimeClient, pusher: ServerClient
 ) -> None:
-    channel, other = unique(), unique()
+    channel, other = unique("rc"), unique("rc")
     first, second, kept = Recorder(), Recorder(), Recorder()
     unsubscribe_first = client.subscribe(channel, first)
     client.subscribe(channel, second)
@@ -127,11 +123,11 @@ def test_unsubscribe_stops_one_handler_and_unsubscribe_all_stops_the_channel(
 def test_duplicate_copies_from_overlapping_streams_reach_a_handler_once(
     client: RealtimeClient, pusher: ServerClient
 ) -> None:
-    channel = unique()
+    channel = unique("rc")
     received = Recorder()
     client.subscribe(channel, received)
     assert client.wait_until_connected(10)
-    client.subscribe(unique(), lambda event: None)  # the stream is replaced: two overlap a moment
+    client.subscribe(unique("rc"), lambda event: None)  # the stream is replaced: two overlap a moment
     assert client.wait_until_connected(10)
     sent = pusher.push(channel, "once")
     received.wait_count(1)
@@ -141,7 +137,7 @@ def test_duplicate_copies_from_overlapping_streams_reach_a_handler_once(
 
 
 def test_stream_iterator_yields_events_and_ends_on_close(standalone: Service, pusher: ServerClient) -> None:
-    channel = unique()
+    channel = unique("rc")
     realtime = RealtimeClient(standalone.base)
     events = realtime.stream(channel, timeout=10)
     assert realtime.wait_until_connected(10)
@@ -153,14 +149,14 @@ def test_stream_iterator_yields_events_and_ends_on_close(standalone: Service, pu
 
 
 def test_stream_iterator_times_out_instead_of_hanging(client: RealtimeClient) -> None:
-    with client.stream(unique(), timeout=0.2) as events, pytest.raises(TimeoutError):
+    with client.stream(unique("rc"), timeout=0.2) as events, pytest.raises(TimeoutError):
         next(events)
 
 
 def test_typed_channel_builds_dataclass_payloads(client: RealtimeClient, pusher: ServerClient) -> None:
     from tests.typing_cases.chat_types import Point, Shape
 
-    shapes = Channel(unique(), Shape)
+    shapes = Channel(unique("rc"), Shape)
     received = Recorder()
     client.subscribe(shapes, received)
     assert client.wait_until_connected(10)
@@ -172,7 +168,7 @@ def test_typed_channel_builds_dataclass_payloads(client: RealtimeClient, pusher:
 def test_handler_errors_are_reported_and_later_messages_still_arrive(
     client: RealtimeClient, pusher: ServerClient
 ) -> None:
-    channel = unique()
+    channel = unique("rc")
     errors, received = Recorder(), Recorder()
     client.on_error(errors)
 
@@ -250,7 +246,7 @@ def test_reconnects_are_counted_under_the_clients_lock() -> None:
 @pytest.mark.live
 def test_states_go_connecting_connected_disconnected_connected_across_a_server_restart() -> None:
     port = free_port()
-    channel = unique()
+    channel = unique("rc")
     states, received, errors = Recorder(), Recorder(), Recorder()
     server = LiveServer("wsgi:app", env={"REALTIME_SECRET": SECRET}, name="rc-restart", port=port).start()
     try:
@@ -284,7 +280,7 @@ def test_states_go_connecting_connected_disconnected_connected_across_a_server_r
 
 
 def test_resume_after_a_network_cut_loses_nothing_and_repeats_nothing(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("rc")
     received = Recorder()
     with (
         TcpProxy(standalone.server.port) as proxy,
@@ -358,7 +354,7 @@ def test_watchdog_reconnects_a_stream_that_goes_silent_and_resumes_from_the_last
 
 
 def test_client_works_under_gevent_monkey_patching(standalone: Service) -> None:
-    channel = unique()
+    channel = unique("rc")
     script = f"""
 from gevent import monkey; monkey.patch_all()
 import json, gevent

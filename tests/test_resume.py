@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,7 +16,7 @@ import requests
 from tests.apps.faults import SECRET
 from tests.conftest import Service, serve
 from tests.support.resuming_client import ResumingClient
-from tests.support.streams import SSEStream
+from tests.support.streams import SSEStream, unique
 
 pytestmark = [pytest.mark.live, pytest.mark.node]
 
@@ -29,10 +28,6 @@ def faults() -> Iterator[Service]:
     """flask-impulse embedded under /realtime in tests/apps/faults.py, default history (1,000 per channel)."""
     with serve("tests.apps.faults:app", "resume", "/realtime", secret=SECRET) as service:
         yield service
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def audience_of(index: int) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ import json
 import selectors
 import socket
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -256,3 +257,9 @@ class ManyStreams:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def unique(prefix: str) -> str:
+    """A channel name no other test uses: tests share servers, and a channel of their own
+    keeps one test's messages out of another's streams."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

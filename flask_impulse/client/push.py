@@ -120,6 +120,7 @@ class ServerClient:
         retry_deadline: float = 30.0,
         backoff: float = 0.2,
         max_backoff: float = 5.0,
+        verify: bool | str = True,
     ) -> None:
         if max_attempts < 1 or retry_deadline < 0 or backoff < 0 or max_backoff < 0:
             raise ValueError("max_attempts must be at least 1; retry_deadline, backoff and max_backoff not negative")
@@ -133,6 +134,8 @@ class ServerClient:
         self.retries = 0
         self._session = requests.Session()
         self._session.headers["Content-Type"] = "application/json"
+        # A CA bundle path for a service whose certificate a private CA signed, or False (tests only).
+        self._session.verify = verify
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
 

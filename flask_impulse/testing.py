@@ -102,6 +102,7 @@ class PushRecorder:
     ) -> PushRecord:
         """The last push on ``channel`` matching what is given (``tokens`` in any order);
         with ``count``, exactly that many must match. Fails naming what was pushed instead."""
+        __tracebackhide__ = True  # pytest shows the test's line, not this one
         wanted_tokens = (
             tokens if tokens is ANY or tokens is None else sorted([tokens] if isinstance(tokens, str) else tokens)
         )
@@ -121,6 +122,7 @@ class PushRecorder:
 
     def assert_not_pushed(self, channel: str | None = None) -> None:
         """No push at all, or none on ``channel``."""
+        __tracebackhide__ = True
         found = self.pushes if channel is None else self.on(channel)
         if found:
             raise AssertionError("expected no push" + (f" on {channel!r}" if channel else "") + f"; pushed: {found!r}")

@@ -22,7 +22,6 @@ import queue
 import secrets
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -166,7 +165,9 @@ class Subscriber:
         self._connected = threading.Event()
         connection: http.client.HTTPConnection
         if parts.scheme == "https":
-            context = _ssl_context(verify)
+            from .client.tls import ssl_context
+
+            context = ssl_context(verify)
             connection = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=context)
         else:
             connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
@@ -247,15 +248,6 @@ class Subscriber:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext:
-    """What ``verify`` means to requests (a CA bundle path, True, or False), for a raw stream."""
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    if verify is False:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _free_port() -> int:

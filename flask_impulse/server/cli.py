@@ -15,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 
 from .. import __version__, gunicorn_config
 from ..errors import ConfigurationError
+from .logformat import FORMATS, use_json_for_app_logs
 from .service import combine_secrets, config_from_environment, create_app, rotation_secrets
 
 
@@ -53,7 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=gunicorn_config.worker_connections,
         help=f"streams per worker (default {gunicorn_config.worker_connections})",
     )
+    parser.add_argument(
+        "--certfile",
+        default=env.get("IMPULSE_TLS_CERTFILE") or None,
+        help="serve HTTPS with this PEM certificate (chain) file (IMPULSE_TLS_CERTFILE); needs --keyfile",
+    )
+    parser.add_argument(
+        "--keyfile",
+        default=env.get("IMPULSE_TLS_KEYFILE") or None,
+        help="the PEM private key of --certfile (IMPULSE_TLS_KEYFILE)",
+    )
     parser.add_argument("--log-level", default="info", help="gunicorn log level (default info)")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=env.get("IMPULSE_LOG_FORMAT", "text"),
+        help="text, or json: one JSON object per line for every log (IMPULSE_LOG_FORMAT; default text)",
+    )
     parser.add_argument("--version", action="version", version=f"flask-impulse {__version__}")
     return parser
 
@@ -78,7 +95,21 @@ def service_config(args: argparse.Namespace) -> dict[str, Any]:
             "taken by one worker would never reach the streams of another. Run one worker "
             "(it holds 10,000+ streams) or configure Redis."
         )
+    check_tls(args.certfile, args.keyfile)
+    if args.log_format not in FORMATS:  # from IMPULSE_LOG_FORMAT, which argparse does not check
+        raise ConfigurationError(f"IMPULSE_LOG_FORMAT must be one of {', '.join(FORMATS)}, not {args.log_format!r}")
     return config
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Both files or neither, and readable: found here rather than by a worker that cannot boot."""
+    if bool(certfile) != bool(keyfile):
+        raise ConfigurationError(
+            "HTTPS needs both --certfile and --keyfile (IMPULSE_TLS_CERTFILE and IMPULSE_TLS_KEYFILE)"
+        )
+    for name, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigurationError(f"{name} {path!r} is not a readable file")
 
 
 def describe_backplane(redis_url: str | None) -> str:
@@ -126,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return typescript_main(argv[1:])
     args = build_parser().parse_args(argv)
+    json_logs = args.log_format == "json"
+    if json_logs:
+        use_json_for_app_logs()  # before the app exists, so that Flask adds no text handler
     try:
         config = service_config(args)
         app = create_app(config)  # fail here, before forking, on any configuration error
@@ -134,15 +168,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     open_files = raise_open_file_limit()
     auth = "on" if app.config["IMPULSE_SECRET"] else "OFF (--no-auth: anyone can push)"
-    url = f"http://{args.host}:{args.port}/"
+    url = f"{'https' if args.certfile else 'http'}://{args.host}:{args.port}/"
     backplane = describe_backplane(app.config["IMPULSE_REDIS_URL"])
 
     def when_ready(server: Any) -> None:
-        print(
+        line = (
             f"flask-impulse {__version__} listening on {url} | push auth {auth} | backplane {backplane} | "
-            f"workers {args.workers} x {args.worker_connections} streams | open files {open_files}",
-            flush=True,
+            f"workers {args.workers} x {args.worker_connections} streams | open files {open_files}"
         )
+        if json_logs:
+            server.log.info(line)
+        else:
+            print(line, flush=True)
 
     options = {
         "bind": f"{args.host}:{args.port}",
@@ -156,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "limit_request_line": gunicorn_config.limit_request_line,
         "limit_request_fields": gunicorn_config.limit_request_fields,
         "limit_request_field_size": gunicorn_config.limit_request_field_size,
-        "logger_class": gunicorn_config.RedactingLogger,
+        "logger_class": gunicorn_config.JsonLogger if json_logs else gunicorn_config.RedactingLogger,
         "post_worker_init": gunicorn_config.post_worker_init,
         "pre_request": gunicorn_config.pre_request,
         "post_request": gunicorn_config.post_request,
@@ -167,5 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "accesslog": "-",
         "loglevel": args.log_level,
     }
+    if args.certfile:
+        # gunicorn wraps each accepted socket; streams then go through its TLS writes, not the
+        # direct writes of plain HTTP/1.1 (gunicorn_config.frames_plain_http1).
+        options.update(certfile=args.certfile, keyfile=args.keyfile)
     StandaloneService(options, config).run()
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -198,3 +199,59 @@ def test_json_logs_under_your_own_gunicorn_with_the_logger_class() -> None:
     records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
     assert any(record["logger"] == "gunicorn.access" and record["path"] == "/health" for record in records)
     assert token not in server.log()
+
+
+# -- --channels MODULE ---------------------------------------------------------------------
+CHANNELS_MODULE = """
+from typing import TypedDict
+
+from flask_impulse import Channel
+
+
+class Order(TypedDict):
+    id: int
+    total: float
+
+
+orders = Channel("orders", Order)
+"""
+
+
+def test_declared_channels_are_validated_by_the_standalone_service(tmp_path: Path) -> None:
+    (tmp_path / "shop_channels.py").write_text(CHANNELS_MODULE)
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    with LiveImpulse(args=["--channels", "shop_channels"], env=env, log_dir=tmp_path) as service:
+        headers = {"Authorization": f"Bearer {service.secret}"}
+        bad = requests.post(service.url, json={"channel": "orders", "payload": {"id": "7"}}, headers=headers, timeout=5)
+        assert bad.status_code == 400
+        assert "error" in bad.json() and "id" in bad.json()["details"]
+        good = {"channel": "orders", "payload": {"id": 7, "total": 9.5}}
+        assert requests.post(service.url, json=good, headers=headers, timeout=5).status_code == 200
+        other = {"channel": "undeclared", "payload": {"anything": True}}
+        assert requests.post(service.url, json=other, headers=headers, timeout=5).status_code == 200
+    # The same module gives the TypeScript types of what the service validates.
+    types = subprocess.run(
+        [sys.executable, "-m", "flask_impulse", "typescript", "--app", "shop_channels"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert types.returncode == 0, types.stderr
+    assert "orders: Order;" in types.stdout and "total: number;" in types.stdout
+
+
+def test_channels_that_cannot_be_loaded_refuse_to_start(tmp_path: Path) -> None:
+    (tmp_path / "empty_module.py").write_text("x = 1\n")
+    for spec, message in (("no_such_module_here", "No module named"), ("empty_module", "declares no Channel")):
+        result = subprocess.run(
+            [sys.executable, "-m", "flask_impulse", "--secret", secrets.token_urlsafe(32), "--channels", spec],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr

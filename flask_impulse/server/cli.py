@@ -14,6 +14,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .. import __version__, gunicorn_config
+from ..channels import Channel, load_channels
 from ..errors import ConfigurationError
 from .logformat import FORMATS, use_json_for_app_logs
 from .service import combine_secrets, config_from_environment, create_app, rotation_secrets
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=gunicorn_config.worker_connections,
         help=f"streams per worker (default {gunicorn_config.worker_connections})",
+    )
+    parser.add_argument(
+        "--channels",
+        default=env.get("IMPULSE_CHANNELS") or None,
+        metavar="MODULE[:NAME]",
+        help="declare the channels of MODULE (its top-level Channels, or NAME: a list, an Impulse or an app), "
+        "so pushes on them are validated (IMPULSE_CHANNELS)",
     )
     parser.add_argument(
         "--certfile",
@@ -112,6 +120,15 @@ def check_tls(certfile: str | None, keyfile: str | None) -> None:
             raise ConfigurationError(f"{name} {path!r} is not a readable file")
 
 
+def declared_channels(spec: str | None) -> list[Channel[Any]]:
+    """The channels of ``--channels``, imported from the working directory as ``flask --app`` does."""
+    if not spec:
+        return []
+    if os.getcwd() not in sys.path:  # the console script's path holds its own directory, not the cwd
+        sys.path.insert(0, os.getcwd())
+    return load_channels(spec)
+
+
 def describe_backplane(redis_url: str | None) -> str:
     """Where messages are shared, for the startup line: never the URL's password."""
     if not redis_url:
@@ -137,9 +154,10 @@ def raise_open_file_limit() -> int:
 class StandaloneService(BaseApplication):  # type: ignore[misc]
     """gunicorn, configured from code, loading the service app in each worker."""
 
-    def __init__(self, options: dict[str, Any], config: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], config: dict[str, Any], channels: list[Channel[Any]]) -> None:
         self.options = options
         self.service_config = config
+        self.channels = channels
         super().__init__()
 
     def load_config(self) -> None:
@@ -147,7 +165,7 @@ class StandaloneService(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app(self.service_config)
+        return create_app(self.service_config, self.channels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_json_for_app_logs()  # before the app exists, so that Flask adds no text handler
     try:
         config = service_config(args)
-        app = create_app(config)  # fail here, before forking, on any configuration error
-    except (ConfigurationError, ValueError) as exc:
+        channels = declared_channels(args.channels)
+        app = create_app(config, channels)  # fail here, before forking, on any configuration error
+    except (ConfigurationError, ValueError, ImportError) as exc:
         print(f"flask-impulse: {exc}", file=sys.stderr)
         return 2
     open_files = raise_open_file_limit()
@@ -208,5 +227,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         # gunicorn wraps each accepted socket; streams then go through its TLS writes, not the
         # direct writes of plain HTTP/1.1 (gunicorn_config.frames_plain_http1).
         options.update(certfile=args.certfile, keyfile=args.keyfile)
-    StandaloneService(options, config).run()
+    StandaloneService(options, config, channels).run()
     return 0

@@ -255,3 +255,28 @@ def test_channels_that_cannot_be_loaded_refuse_to_start(tmp_path: Path) -> None:
         )
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
+
+
+# -- NODE_ENV=production -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "warns", "debug_shown"),
+    [
+        ({"NODE_ENV": "production"}, True, False),
+        ({"NODE_ENV": "production", "CORS_ORIGIN": "https://app.example"}, False, False),
+        ({}, False, True),
+    ],
+)
+def test_production_shows_no_debug_output_and_warns_of_open_cors(
+    env: dict[str, str], warns: bool, debug_shown: bool, tmp_path: Path
+) -> None:
+    environ = {"NODE_ENV": "", "CORS_ORIGIN": "", **env}
+    service = LiveImpulse(args=["--log-level", "debug"], env=environ, log_dir=tmp_path).start()
+    try:
+        with service.subscribe("news") as news:
+            service.client.push("news", {"n": 1})
+            news.wait_for(1)
+    finally:
+        service.stop()
+    log = service.log()
+    assert ("CORS open to every origin (*)" in log) is warns
+    assert ("[DEBUG]" in log) is debug_shown

@@ -15,7 +15,9 @@ from gunicorn.app.base import BaseApplication
 
 from .. import __version__, gunicorn_config
 from ..channels import Channel, load_channels
+from ..config import log
 from ..errors import ConfigurationError
+from ..state import EXTENSION_KEY
 from .logformat import FORMATS, use_json_for_app_logs
 from .service import combine_secrets, config_from_environment, create_app, rotation_secrets
 
@@ -129,6 +131,21 @@ def declared_channels(spec: str | None) -> list[Channel[Any]]:
     return load_channels(spec)
 
 
+def production_checks(app: Flask, log_level: str) -> str:
+    """``NODE_ENV=production``, read as the reference broker's documentation uses it: no debug
+    output (the log level is raised to info), and a warning when any origin may subscribe."""
+    settings = app.extensions[EXTENSION_KEY].settings
+    if "*" in settings.cors_origins:
+        log.warning(
+            "NODE_ENV=production with CORS open to every origin (*): any web page can subscribe from "
+            "its visitors' browsers; set CORS_ORIGIN to your front end's origin(s), comma-separated"
+        )
+    if log_level.lower() == "debug":
+        log.warning("NODE_ENV=production: --log-level debug is raised to info")
+        return "info"
+    return log_level
+
+
 def describe_backplane(redis_url: str | None) -> str:
     """Where messages are shared, for the startup line: never the URL's password."""
     if not redis_url:
@@ -185,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, ValueError, ImportError) as exc:
         print(f"flask-impulse: {exc}", file=sys.stderr)
         return 2
+    log_level = production_checks(app, args.log_level) if os.environ.get("NODE_ENV") == "production" else args.log_level
     open_files = raise_open_file_limit()
     auth = "on" if app.config["IMPULSE_SECRET"] else "OFF (--no-auth: anyone can push)"
     url = f"{'https' if args.certfile else 'http'}://{args.host}:{args.port}/"
@@ -221,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on_exit": gunicorn_config.on_exit,
         "when_ready": when_ready,
         "accesslog": "-",
-        "loglevel": args.log_level,
+        "loglevel": log_level,
     }
     if args.certfile:
         # gunicorn wraps each accepted socket; streams then go through its TLS writes, not the

@@ -109,6 +109,7 @@ class ServerClient:
     none started later than ``retry_deadline`` seconds after the first, waiting
     ``backoff * 2**(n-1)`` (at most ``max_backoff``, jittered between half of it and all of it, or
     the answer's ``Retry-After`` up to ``max_backoff``) in between. A ``4xx`` is never retried.
+    ``verify`` is requests': a CA bundle path (a private CA, a self-signed certificate) or False.
     """
 
     def __init__(

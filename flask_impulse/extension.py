@@ -19,6 +19,7 @@ from .security.access import Gatekeeper, PublishHook, SubscribeHook
 from .security.cors import cors_options
 from .security.ratelimit import PushRateLimiter
 from .security.tokens import issue_token
+from .signals import PushRecord, pushed
 from .state import EXTENSION_KEY, ImpulseState
 from .validation import check_idempotency_key, check_name, parse_tokens, parse_topic
 from .views import create_blueprint
@@ -245,7 +246,20 @@ class Impulse:
         if declared is not None and settings.validate_payloads:
             declared.validate(message.payload)
         draft = state.broker.draft(message.channel, message.payload, token_list, topic, key)
-        return state.broker.publish(draft)
+        published = state.broker.publish(draft)
+        if pushed.receivers:  # the record is built only when someone listens
+            record = PushRecord(
+                message.channel,
+                message.payload,
+                token_list,
+                topic,
+                published.id,
+                published.sent,
+                key,
+                published.duplicate,
+            )
+            pushed.send(current_app._get_current_object() if has_app_context() else None, push=record)  # type: ignore[attr-defined]
+        return published
 
     @property
     def state(self) -> ImpulseState:

@@ -26,6 +26,7 @@ from .broker import live_brokers
 from .broker.transport import allow_direct_writes
 from .metrics import forget_worker
 from .security.redaction import REDACTED, SECRET_ATOMS, RedactingFilter, install, redact
+from .server.logformat import JsonFormatter, use_json_for_app_logs
 
 # Every log record of the arbiter and its workers, whatever logger makes it, is redacted.
 install()
@@ -74,6 +75,19 @@ class RedactingLogger(Logger):  # type: ignore[misc]
         super().setup(cfg)
         if not any(isinstance(existing, RedactingFilter) for existing in self.error_log.filters):
             self.error_log.addFilter(RedactingFilter())
+
+
+class JsonLogger(RedactingLogger):
+    """:class:`RedactingLogger` writing one JSON object per line (``--log-format json``, or
+    ``--logger-class flask_impulse.gunicorn_config.JsonLogger`` under your own gunicorn)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        formatter = JsonFormatter()
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(formatter)
+        use_json_for_app_logs()
 
 
 logger_class = RedactingLogger

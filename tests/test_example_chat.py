@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 import sys
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import pytest
 import requests
 from selenium.webdriver.common.keys import Keys
 
+from flask_impulse.testing import PushRecorder
 from tests.support.browser import Page
 from tests.support.server import ROOT, LiveServer
 
@@ -247,3 +250,50 @@ def test_embedded_push_endpoint_stays_disabled_without_a_secret(chat: ChatExampl
     response = requests.post(chat.url + "/realtime", json={"channel": "chat:message", "payload": "spoof"}, timeout=10)
     assert response.status_code == 403
     assert response.json()["error"] == "Push endpoint disabled"
+
+
+# -- the app's pushes, without a server or a browser (flask_impulse.testing) ---------------
+@pytest.fixture(scope="module")
+def chat_app() -> ModuleType:
+    """examples/chat/app.py imported as a module, as its own unit tests would."""
+    spec = importlib.util.spec_from_file_location("chat_example_app", ROOT / "examples" / "chat" / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.unit
+def test_a_posted_message_is_pushed_to_its_room(chat_app: ModuleType, impulse_pushes: PushRecorder) -> None:
+    client = chat_app.app.test_client()
+    answer = client.post("/messages", json={"author": "Ada", "text": "hello lab", "room": "lab"})
+    assert answer.status_code == 201
+
+    push = impulse_pushes.assert_pushed("chat:message", topic="lab", tokens=None)
+    assert push.payload == {"author": "Ada", "text": "hello lab", "sentAt": answer.json["message"]["sentAt"]}
+    assert push.sent == answer.json["sent"] == 0
+
+
+@pytest.mark.unit
+def test_a_refused_message_is_not_pushed(chat_app: ModuleType, impulse_pushes: PushRecorder) -> None:
+    answer = chat_app.app.test_client().post("/messages", json={"author": "x" * 41, "text": "hi"})
+    assert answer.status_code == 400
+    impulse_pushes.assert_not_pushed()
+
+
+@pytest.mark.unit
+def test_a_notification_is_pushed_to_the_recipients_tokens_only(
+    chat_app: ModuleType, impulse_pushes: PushRecorder
+) -> None:
+    client = chat_app.app.test_client()
+    ada = [client.post("/session", json={"name": "Ada"}).json["token"] for _ in range(2)]
+    bob = client.post("/session", json={"name": "Bob"}).json["token"]
+    answer = client.post(
+        "/notifications", json={"to": "Ada", "text": "ping"}, headers={"Authorization": f"Bearer {bob}"}
+    )
+    assert answer.status_code == 201
+
+    push = impulse_pushes.assert_pushed("notification:new", tokens=ada, count=1)
+    assert push.payload["from"] == "Bob" and push.payload["text"] == "ping"
+    assert bob not in (push.tokens or ())
+    impulse_pushes.assert_not_pushed("chat:message")

@@ -12,6 +12,7 @@ import http.client
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -53,6 +54,8 @@ class StreamSettings(Protocol):
     def retry_delay(self) -> float: ...
     @property
     def max_retry_delay(self) -> float: ...
+    @property
+    def ssl_context(self) -> ssl.SSLContext: ...
 
 
 @dataclass(frozen=True)
@@ -364,8 +367,13 @@ class Stream:
         if self.group.topic:
             query.append(("topic", self.group.topic))
         target = (parts.path or "/") + "?" + urlencode(query)
-        factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = factory(parts.hostname or "", parts.port, timeout=settings.connect_timeout)
+        connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=settings.connect_timeout, context=settings.ssl_context
+            )
+        else:
+            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=settings.connect_timeout)
         self._connection = connection
         if self._closing:
             return None

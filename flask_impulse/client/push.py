@@ -18,6 +18,7 @@ from .. import _json
 from ..channels import Push, Tokens
 from ..errors import ServerClientError
 from ..validation import check_idempotency_key
+from .tls import Verify
 
 #: One logger for every client of the package, whichever module logs.
 _LOG = logging.getLogger("flask_impulse.client")
@@ -108,6 +109,7 @@ class ServerClient:
     none started later than ``retry_deadline`` seconds after the first, waiting
     ``backoff * 2**(n-1)`` (at most ``max_backoff``, jittered between half of it and all of it, or
     the answer's ``Retry-After`` up to ``max_backoff``) in between. A ``4xx`` is never retried.
+    ``verify`` is requests': a CA bundle path (a private CA, a self-signed certificate) or False.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class ServerClient:
         retry_deadline: float = 30.0,
         backoff: float = 0.2,
         max_backoff: float = 5.0,
+        verify: Verify = True,
     ) -> None:
         if max_attempts < 1 or retry_deadline < 0 or backoff < 0 or max_backoff < 0:
             raise ValueError("max_attempts must be at least 1; retry_deadline, backoff and max_backoff not negative")
@@ -133,6 +136,8 @@ class ServerClient:
         self.retries = 0
         self._session = requests.Session()
         self._session.headers["Content-Type"] = "application/json"
+        #: A CA bundle path for a service whose certificate a private CA signed, or False (tests only).
+        self.verify = verify
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
 
@@ -202,7 +207,10 @@ class ServerClient:
             attempt += 1
             retry_after = None
             try:
-                response = self._session.post(self.service_url, data=data, headers=headers, timeout=self.timeout)
+                # verify per request: a session's own is overridden by REQUESTS_CA_BUNDLE, a request's is not.
+                response = self._session.post(
+                    self.service_url, data=data, headers=headers, timeout=self.timeout, verify=self.verify
+                )
             except requests.exceptions.SSLError as exc:  # a certificate does not mend itself
                 raise ServerClientError(0, f"cannot reach {self.service_url}: {exc}") from exc
             except _RETRIED_ERRORS as exc:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from ..channels import Channel, Event
 from ..errors import RealtimeClientError
 from .groups import ConnectionState, Group, Handler, Owner, Subscription
+from .tls import Verify, ssl_context
 
 T = TypeVar("T")
 
@@ -54,6 +55,7 @@ class RealtimeClient:
         *,
         max_retry_delay: float = 30.0,
         connect_timeout: float = 10.0,
+        verify: Verify = True,
     ) -> None:
         parts = urlsplit(service_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -66,6 +68,8 @@ class RealtimeClient:
         self.heartbeat_interval = heartbeat_interval
         self.max_retry_delay = max_retry_delay
         self.connect_timeout = connect_timeout
+        #: For ``https://`` streams: ``verify`` (a CA bundle path, True or False) as requests reads it.
+        self.ssl_context = ssl_context(verify)
         self.debug = debug
         if debug and _LOG.level in (logging.NOTSET, logging.WARNING) and not _LOG.handlers:
             _LOG.setLevel(logging.DEBUG)

@@ -14,7 +14,11 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .. import __version__, gunicorn_config
+from ..channels import Channel, load_channels
+from ..config import log
 from ..errors import ConfigurationError
+from ..state import EXTENSION_KEY
+from .logformat import FORMATS, use_json_for_app_logs
 from .service import combine_secrets, config_from_environment, create_app, rotation_secrets
 
 
@@ -53,7 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=gunicorn_config.worker_connections,
         help=f"streams per worker (default {gunicorn_config.worker_connections})",
     )
+    parser.add_argument(
+        "--channels",
+        default=env.get("IMPULSE_CHANNELS") or None,
+        metavar="MODULE[:NAME]",
+        help="declare the channels of MODULE (its top-level Channels, or NAME: a list, an Impulse or an app), "
+        "so pushes on them are validated (IMPULSE_CHANNELS)",
+    )
+    parser.add_argument(
+        "--certfile",
+        default=env.get("IMPULSE_TLS_CERTFILE") or None,
+        help="serve HTTPS with this PEM certificate (chain) file (IMPULSE_TLS_CERTFILE); needs --keyfile",
+    )
+    parser.add_argument(
+        "--keyfile",
+        default=env.get("IMPULSE_TLS_KEYFILE") or None,
+        help="the PEM private key of --certfile (IMPULSE_TLS_KEYFILE)",
+    )
     parser.add_argument("--log-level", default="info", help="gunicorn log level (default info)")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=env.get("IMPULSE_LOG_FORMAT", "text"),
+        help="text, or json: one JSON object per line for every log (IMPULSE_LOG_FORMAT; default text)",
+    )
     parser.add_argument("--version", action="version", version=f"flask-impulse {__version__}")
     return parser
 
@@ -78,7 +105,45 @@ def service_config(args: argparse.Namespace) -> dict[str, Any]:
             "taken by one worker would never reach the streams of another. Run one worker "
             "(it holds 10,000+ streams) or configure Redis."
         )
+    check_tls(args.certfile, args.keyfile)
+    if args.log_format not in FORMATS:  # from IMPULSE_LOG_FORMAT, which argparse does not check
+        raise ConfigurationError(f"IMPULSE_LOG_FORMAT must be one of {', '.join(FORMATS)}, not {args.log_format!r}")
     return config
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Both files or neither, and readable: found here rather than by a worker that cannot boot."""
+    if bool(certfile) != bool(keyfile):
+        raise ConfigurationError(
+            "HTTPS needs both --certfile and --keyfile (IMPULSE_TLS_CERTFILE and IMPULSE_TLS_KEYFILE)"
+        )
+    for name, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigurationError(f"{name} {path!r} is not a readable file")
+
+
+def declared_channels(spec: str | None) -> list[Channel[Any]]:
+    """The channels of ``--channels``, imported from the working directory as ``flask --app`` does."""
+    if not spec:
+        return []
+    if os.getcwd() not in sys.path:  # the console script's path holds its own directory, not the cwd
+        sys.path.insert(0, os.getcwd())
+    return load_channels(spec)
+
+
+def production_checks(app: Flask, log_level: str) -> str:
+    """``NODE_ENV=production``, read as the reference broker's documentation uses it: no debug
+    output (the log level is raised to info), and a warning when any origin may subscribe."""
+    settings = app.extensions[EXTENSION_KEY].settings
+    if "*" in settings.cors_origins:
+        log.warning(
+            "NODE_ENV=production with CORS open to every origin (*): any web page can subscribe from "
+            "its visitors' browsers; set CORS_ORIGIN to your front end's origin(s), comma-separated"
+        )
+    if log_level.lower() == "debug":
+        log.warning("NODE_ENV=production: --log-level debug is raised to info")
+        return "info"
+    return log_level
 
 
 def describe_backplane(redis_url: str | None) -> str:
@@ -106,9 +171,10 @@ def raise_open_file_limit() -> int:
 class StandaloneService(BaseApplication):  # type: ignore[misc]
     """gunicorn, configured from code, loading the service app in each worker."""
 
-    def __init__(self, options: dict[str, Any], config: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], config: dict[str, Any], channels: list[Channel[Any]]) -> None:
         self.options = options
         self.service_config = config
+        self.channels = channels
         super().__init__()
 
     def load_config(self) -> None:
@@ -116,7 +182,7 @@ class StandaloneService(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app(self.service_config)
+        return create_app(self.service_config, self.channels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,23 +192,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return typescript_main(argv[1:])
     args = build_parser().parse_args(argv)
+    json_logs = args.log_format == "json"
+    if json_logs:
+        use_json_for_app_logs()  # before the app exists, so that Flask adds no text handler
     try:
         config = service_config(args)
-        app = create_app(config)  # fail here, before forking, on any configuration error
-    except (ConfigurationError, ValueError) as exc:
+        channels = declared_channels(args.channels)
+        app = create_app(config, channels)  # fail here, before forking, on any configuration error
+    except (ConfigurationError, ValueError, ImportError) as exc:
         print(f"flask-impulse: {exc}", file=sys.stderr)
         return 2
+    log_level = production_checks(app, args.log_level) if os.environ.get("NODE_ENV") == "production" else args.log_level
     open_files = raise_open_file_limit()
     auth = "on" if app.config["IMPULSE_SECRET"] else "OFF (--no-auth: anyone can push)"
-    url = f"http://{args.host}:{args.port}/"
+    url = f"{'https' if args.certfile else 'http'}://{args.host}:{args.port}/"
     backplane = describe_backplane(app.config["IMPULSE_REDIS_URL"])
 
     def when_ready(server: Any) -> None:
-        print(
+        line = (
             f"flask-impulse {__version__} listening on {url} | push auth {auth} | backplane {backplane} | "
-            f"workers {args.workers} x {args.worker_connections} streams | open files {open_files}",
-            flush=True,
+            f"workers {args.workers} x {args.worker_connections} streams | open files {open_files}"
         )
+        if json_logs:
+            server.log.info(line)
+        else:
+            print(line, flush=True)
 
     options = {
         "bind": f"{args.host}:{args.port}",
@@ -156,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "limit_request_line": gunicorn_config.limit_request_line,
         "limit_request_fields": gunicorn_config.limit_request_fields,
         "limit_request_field_size": gunicorn_config.limit_request_field_size,
-        "logger_class": gunicorn_config.RedactingLogger,
+        "logger_class": gunicorn_config.JsonLogger if json_logs else gunicorn_config.RedactingLogger,
         "post_worker_init": gunicorn_config.post_worker_init,
         "pre_request": gunicorn_config.pre_request,
         "post_request": gunicorn_config.post_request,
@@ -165,7 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on_exit": gunicorn_config.on_exit,
         "when_ready": when_ready,
         "accesslog": "-",
-        "loglevel": args.log_level,
+        "loglevel": log_level,
     }
-    StandaloneService(options, config).run()
+    if args.certfile:
+        # gunicorn wraps each accepted socket; streams then go through its TLS writes, not the
+        # direct writes of plain HTTP/1.1 (gunicorn_config.frames_plain_http1).
+        options.update(certfile=args.certfile, keyfile=args.keyfile)
+    StandaloneService(options, config, channels).run()
     return 0

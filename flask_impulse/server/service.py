@@ -4,12 +4,13 @@ environment the way the reference broker is (``REALTIME_SECRET``, ``CORS_ORIGIN`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Flask, Response, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ..channels import Channel
 from ..config import DEFAULTS
 from ..errors import ConfigurationError
 from ..extension import Impulse
@@ -76,8 +77,9 @@ def _coerce(key: str, value: str, default: Any) -> Any:
     return value
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """The standalone service. ``config`` overrides the environment.
+def create_app(config: Mapping[str, Any] | None = None, channels: Iterable[Channel[Any]] = ()) -> Flask:
+    """The standalone service. ``config`` overrides the environment. ``channels`` are declared
+    on it, so pushes on them are validated here as in an embedding app (``--channels``).
 
     Refuses to start without a push secret unless ``IMPULSE_PUSH_WITHOUT_SECRET`` says so:
     an open push endpoint lets anyone write to every subscriber.
@@ -93,7 +95,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             "No push secret: set REALTIME_SECRET (or IMPULSE_SECRET; REALTIME_SECRETS for several). "
             "To run without authentication on purpose, set IMPULSE_PUSH_WITHOUT_SECRET=true."
         )
-    impulse = Impulse(app)
+    impulse = Impulse(app, channels=channels)
     app.register_blueprint(impulse.blueprint)
     trusted_proxies = int(app.config["IMPULSE_TRUSTED_PROXIES"])
     if trusted_proxies:

@@ -5,15 +5,13 @@ wheel into a fresh venv, a project's own test module uses ``impulse_pushes`` and
 from __future__ import annotations
 
 import subprocess
-import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import STEP_TIMEOUT, install_the_wheel, outside_the_checkout, run
 from tests.support.server import ROOT
-from tests.test_packaging import STEP_TIMEOUT, outside_the_checkout, run
 
 pytestmark = pytest.mark.live
 
@@ -54,17 +52,7 @@ def test_a_wrong_expectation_fails(impulse_pushes):
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv holding the wheel, its dependencies read from this run's environment (as in
-    tests/test_packaging.py: installing Flask and gevent again would only test the index)."""
-    base = tmp_path_factory.mktemp("plugin")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", base / "dist", ROOT, cwd=base)
-    (wheel,) = (base / "dist").glob("flask_impulse-*.whl")
-    run(sys.executable, "-m", "venv", "--without-pip", base / "venv", cwd=base)
-    python = base / "venv" / "bin" / "python"
-    run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", wheel, cwd=base)
-    site_packages = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base).strip()
-    (Path(site_packages) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return python
+    return install_the_wheel(tmp_path_factory.mktemp("plugin"))
 
 
 def test_a_users_project_uses_the_fixtures_after_pip_install(installed: Path, tmp_path: Path) -> None:

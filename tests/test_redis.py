@@ -22,7 +22,7 @@ from flask_impulse.broker.message import parse_id
 from flask_impulse.broker.redis import RedisBackplane
 from flask_impulse.errors import BackplaneUnavailable
 from tests.support.processes import all_connected, streams_on_every_worker, streams_per_worker, worker_pids
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, own_backplane
 from tests.support.server import ROOT, LiveServer, free_port
 from tests.support.streams import ManyStreams, SSEStream
 
@@ -308,13 +308,8 @@ def test_redis_url_is_checked_before_forking() -> None:
 @pytest.fixture
 def backplane(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[RedisBackplane]:
     """A backplane on its own key prefix, publishing without waiting for delivery reports."""
-    plane = RedisBackplane(
-        redis_server.url, history_size=3, history_ttl=3600, prefix=f"unit-{request.node.name}", sent_timeout=0
-    )
-    try:
+    with own_backplane(redis_server, f"unit-{request.node.name}", history_size=3) as plane:
         yield plane
-    finally:
-        plane.close()
 
 
 def draft(channel: str, payload: object, topic: str | None = None, audience: frozenset[bytes] | None = None) -> Draft:

@@ -22,7 +22,7 @@ from flask_impulse.broker.message import Message, parse_id
 from flask_impulse.broker.redis import RedisBackplane
 from flask_impulse.broker.shared import encode_body
 from tests.support.processes import all_connected
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, own_backplane
 from tests.support.server import LiveServer
 from tests.support.streams import ManyStreams, SSEStream
 
@@ -57,13 +57,8 @@ def service(redis_server: RedisServer, name: str, **env: str) -> LiveServer:
 
 @pytest.fixture
 def backplane(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[RedisBackplane]:
-    plane = RedisBackplane(
-        redis_server.url, history_size=10, history_ttl=3600, prefix=f"restart-{request.node.name}", sent_timeout=0
-    )
-    try:
+    with own_backplane(redis_server, f"restart-{request.node.name}", history_size=10) as plane:
         yield plane
-    finally:
-        plane.close()
 
 
 # -- the listener ----------------------------------------------------------------------------

@@ -11,9 +11,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+
+from flask_impulse.broker.redis import RedisBackplane
 
 from .server import LOG_DIR, free_port
 
@@ -98,3 +102,14 @@ class RedisServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@contextmanager
+def own_backplane(redis: RedisServer, prefix: str, *, history_size: int) -> Iterator[RedisBackplane]:
+    """A backplane on a key prefix of its own (one test's ids and history apart from every
+    other's), publishing without waiting for delivery reports; closed on the way out."""
+    plane = RedisBackplane(redis.url, history_size=history_size, history_ttl=3600, prefix=prefix, sent_timeout=0)
+    try:
+        yield plane
+    finally:
+        plane.close()

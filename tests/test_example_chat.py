@@ -177,16 +177,27 @@ def test_page_for_an_invalid_room_is_400_with_json_error(chat: ChatExample) -> N
 
 
 @pytest.mark.parametrize(
-    ("body", "error"),
+    ("path", "body", "error"),
     [
-        (b"[]", 'send a JSON object: {"name": "..."}'),
-        (b"{}", "name must be a string"),
-        (b'{"name": " "}', "name must not be empty"),
-        (b'{"name": "' + b"x" * 41 + b'"}', "name may hold at most 40 characters"),
+        ("/session", b"[]", 'send a JSON object: {"name": "..."}'),
+        ("/session", b"{}", "name must be a string"),
+        ("/session", b'{"name": " "}', "name must not be empty"),
+        ("/session", b'{"name": "' + b"x" * 41 + b'"}', "name may hold at most 40 characters"),
+        ("/messages", b"not json", 'send a JSON object: {"author": "...", "text": "..."}'),
+        ("/messages", b'["a list"]', 'send a JSON object: {"author": "...", "text": "..."}'),
+        ("/messages", b"{}", "text must be a string"),
+        ("/messages", b'{"text": "   "}', "text must not be empty"),
+        ("/messages", b'{"text": 42}', "text must be a string"),
+        ("/messages", b'{"text": "hi", "author": ["Ada"]}', "author must be a string"),
+        ("/messages", b'{"text": "hi", "author": "Ada\\nLovelace"}', "author must not contain control characters"),
+        ("/messages", b'{"text": "bell \\u0007"}', "text must not contain control characters"),
+        ("/messages", b'{"text": "' + b"x" * 1001 + b'"}', "text may hold at most 1000 characters"),
     ],
 )
-def test_invalid_session_is_400_with_json_error(chat: ChatExample, body: bytes, error: str) -> None:
-    response = requests.post(chat.url + "/session", data=body, timeout=10)
+def test_invalid_session_or_message_is_400_with_json_error(
+    chat: ChatExample, path: str, body: bytes, error: str
+) -> None:
+    response = requests.post(chat.url + path, data=body, timeout=10)
     assert response.status_code == 400
     assert response.json() == {"error": error}
 
@@ -213,26 +224,6 @@ def test_notification_needs_a_session_a_valid_body_and_a_known_recipient(chat: C
     assert to_self.status_code == 201
     assert to_self.json()["sent"] == 0
     assert token not in to_self.text
-
-
-@pytest.mark.parametrize(
-    ("body", "error"),
-    [
-        (b"not json", 'send a JSON object: {"author": "...", "text": "..."}'),
-        (b'["a list"]', 'send a JSON object: {"author": "...", "text": "..."}'),
-        (b"{}", "text must be a string"),
-        (b'{"text": "   "}', "text must not be empty"),
-        (b'{"text": 42}', "text must be a string"),
-        (b'{"text": "hi", "author": ["Ada"]}', "author must be a string"),
-        (b'{"text": "hi", "author": "Ada\\nLovelace"}', "author must not contain control characters"),
-        (b'{"text": "bell \\u0007"}', "text must not contain control characters"),
-        (b'{"text": "' + b"x" * 1001 + b'"}', "text may hold at most 1000 characters"),
-    ],
-)
-def test_invalid_message_is_400_with_json_error(chat: ChatExample, body: bytes, error: str) -> None:
-    response = requests.post(chat.url + "/messages", data=body, timeout=10)
-    assert response.status_code == 400
-    assert response.json() == {"error": error}
 
 
 def test_body_over_limit_is_413_and_the_chat_keeps_working(chat: ChatExample) -> None:

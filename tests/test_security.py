@@ -328,12 +328,18 @@ def test_crlf_in_last_event_id_cannot_forge_an_event(guarded: Guarded) -> None:
         assert stream.messages(1) == [{"channel": channel, "payload": "real"}]
 
 
+def raw_refusal(guarded: Guarded, request: str, status: int) -> bytes:
+    """The body of gunicorn's refusal of a raw ``request``, checked to be JSON with ``status``."""
+    answered, headers, body = raw_exchange(guarded, request.encode())
+    assert answered == status
+    assert headers["content-type"] == "application/json"
+    return body
+
+
 def test_raw_control_characters_in_a_header_are_a_json_400_that_echoes_nothing(guarded: Guarded) -> None:
     token = remember(secrets.PLAIN_TOKEN + "-raw")
     request = f"GET /?channel=public:x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\x00\x7f\r\n\r\n"
-    status, headers, body = raw_exchange(guarded, request.encode())
-    assert status == 400
-    assert headers["content-type"] == "application/json"
+    body = raw_refusal(guarded, request, 400)
     assert json.loads(body) == {"error": "Bad Request"}
 
 
@@ -347,9 +353,7 @@ def test_query_string_over_the_app_limit_is_414_json(guarded: Guarded) -> None:
 def test_request_line_over_gunicorn_limit_is_414_json_that_echoes_nothing(guarded: Guarded) -> None:
     token = remember(secrets.PLAIN_TOKEN + "-long")
     request = f"GET /?channel=public:x&token={token}&pad={'x' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n"
-    status, headers, body = raw_exchange(guarded, request.encode())
-    assert status == 414
-    assert headers["content-type"] == "application/json"
+    body = raw_refusal(guarded, request, 414)
     assert json.loads(body)["error"] == "URI Too Long"
     assert token.encode() not in body
 
@@ -360,9 +364,7 @@ def test_oversized_headers_are_431_json(guarded: Guarded, shape: str) -> None:
         extra = f"X-Pad: {'x' * 9000}\r\n"
     else:
         extra = "".join(f"X-Pad-{i}: x\r\n" for i in range(150))
-    status, headers, body = raw_exchange(guarded, f"GET /?channel=public:x HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
-    assert status == 431
-    assert headers["content-type"] == "application/json"
+    body = raw_refusal(guarded, f"GET /?channel=public:x HTTP/1.1\r\nHost: x\r\n{extra}\r\n", 431)
     assert json.loads(body)["error"] == "Request Header Fields Too Large"
 
 

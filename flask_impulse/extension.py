@@ -14,6 +14,7 @@ from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, SecuritySettings, Settings
 from .errors import ConfigurationError
+from .presence import Presence
 from .security import redaction
 from .security.access import Gatekeeper, PublishHook, SubscribeHook
 from .security.cors import cors_options
@@ -91,7 +92,8 @@ class Impulse:
         )
         cors = cors_options(self.blueprint, settings.cors_origins, settings.cors_credentials)
         limiter = PushRateLimiter(settings.push_rate_limit) if settings.push_rate_limit else None
-        state = ImpulseState(settings, broker, cors, gatekeeper, self.channels, limiter)
+        presence = Presence(settings.presence_channels, settings.presence_max_members)
+        state = ImpulseState(settings, broker, cors, gatekeeper, presence, self.channels, limiter)
         if settings.validate_payloads:
             for declared in self.channels.values():
                 declared.prepare_validation()
@@ -246,6 +248,11 @@ class Impulse:
             declared.validate(message.payload)
         draft = state.broker.draft(message.channel, message.payload, token_list, topic, key)
         return state.broker.publish(draft)
+
+    def presence(self, channel: str) -> dict[str, Any]:
+        """Who is on ``channel``, in this process: what ``GET BASE/presence`` answers
+        (docs/presence.md). A channel under no presence pattern raises a 404 ``Refusal``."""
+        return self.state.presence.snapshot(channel)
 
     @property
     def state(self) -> ImpulseState:

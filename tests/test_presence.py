@@ -42,11 +42,8 @@ def presence_of(app: Flask, channel: str, headers: dict[str, str] | None = AUTH)
 
 def test_two_members_three_streams_then_each_leaves_with_its_last_stream() -> None:
     app, impulse = make_app(IMPULSE_PRESENCE_CHANNELS="room:*,doc:*")
-    with streams(app, "channel=room:a&clientId=alice", "channel=room:a&clientId=alice", "channel=room:a&clientId=bob") as (
-        alice1,
-        alice2,
-        bob,
-    ):
+    queries = ("channel=room:a&clientId=alice", "channel=room:a&clientId=alice", "channel=room:a&clientId=bob")
+    with streams(app, *queries) as (alice1, alice2, bob):
         status, answer = presence_of(app, "room:a")
         assert status == 200
         assert answer == {
@@ -105,7 +102,7 @@ def test_members_are_listed_up_to_the_bound_then_only_counted() -> None:
         ("channel=room:%01", AUTH, 400),
     ],
 )
-def test_the_endpoint_refuses_as_the_push_endpoint_does(query: str, headers: dict[str, str] | None, status: int) -> None:
+def test_presence_refuses_as_push_does(query: str, headers: dict[str, str] | None, status: int) -> None:
     app, _ = make_app(IMPULSE_PRESENCE_CHANNELS="room:*")
     response = app.test_client().get(f"/rt/presence?{query}", headers=headers)
     assert response.status_code == status

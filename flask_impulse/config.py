@@ -140,6 +140,9 @@ DEFAULTS: dict[str, Any] = {
     # Most members one presence answer lists (the most a channel's answer costs to build and
     # send); beyond it only the counts, and "truncated": true.
     "IMPULSE_PRESENCE_MAX_MEMBERS": 100,
+    # With Redis, seconds between the rewrites of each worker's presence counts: a killed
+    # instance's members stop being counted within 3 times this (docs/presence.md).
+    "IMPULSE_PRESENCE_REFRESH": 5.0,
 }
 
 
@@ -182,6 +185,7 @@ class Settings:
     security_headers: bool
     presence_channels: tuple[str, ...]
     presence_max_members: int
+    presence_refresh: float
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -235,6 +239,8 @@ class Settings:
             raise ConfigurationError("IMPULSE_PUSH_RATE_LIMIT must not be negative (0 turns it off)")
         if self.presence_max_members < 0:
             raise ConfigurationError("IMPULSE_PRESENCE_MAX_MEMBERS must not be negative (0 lists counts only)")
+        if self.presence_refresh <= 0:
+            raise ConfigurationError("IMPULSE_PRESENCE_REFRESH must be a positive number of seconds")
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:

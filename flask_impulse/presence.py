@@ -6,8 +6,9 @@ with presence on or off. A member is present while any of its streams is open; i
 stream announces ``join`` and its last ``leave``, as a named ``presence`` event to the
 channel's streams that asked with ``?presence=1`` (docs/presence.md).
 
-The counts are this process's: one worker, or one embedded app. Counting across workers and
-instances through Redis is not built yet (docs/presence.md says what that takes).
+Without Redis the counts are this process's (one worker, or one embedded app). With Redis,
+every process also writes its counts to keys that expire (``broker/presence_store.py``) and an
+answer sums those of the live processes; join and leave events stay this process's own.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _json
 from .broker import Connection, Message
 from .errors import Refusal
 from .security.tokens import matches
 from .sse import encode_event
+
+if TYPE_CHECKING:
+    from .broker.presence_store import Counts, RedisPresence
 
 #: The key of a presence event: below every issued id, so that it never moves a resuming
 #: stream's skip mark (``Connection._drop_replayed``) past a live message.
@@ -40,9 +44,13 @@ class _Channel:
 class Presence:
     """The members of the presence channels, by stream, in this process."""
 
-    def __init__(self, patterns: Iterable[str], max_members: int) -> None:
+    def __init__(self, patterns: Iterable[str], max_members: int, store: RedisPresence | None = None) -> None:
         self.patterns = tuple(patterns)
         self.max_members = max_members
+        #: With Redis, where the counts of every process meet; None: this process's are the answer.
+        self.store = store
+        if store is not None:
+            store.follow(self._counts)
         self._channels: dict[str, _Channel] = {}
         #: What each tracked stream counted: its presence channels, its member, whether it watches.
         self._streams: dict[Connection, tuple[tuple[str, ...], str | None, bool]] = {}
@@ -71,6 +79,8 @@ class Presence:
                 channel.members[member] = count + 1
                 if count == 0:
                     self._announce(name, channel, member, "join")
+            if self.store is not None:
+                self.store.write(name, channel.connections, channel.members)
 
     def leave(self, connection: Connection) -> None:
         """Uncount an ended stream; announce a member's last. Safe to call more than once."""
@@ -82,15 +92,22 @@ class Presence:
             channel = self._channels[name]
             channel.connections -= 1
             channel.watchers.discard(connection)
+            gone = None
             if member is not None:
                 count = channel.members[member] - 1
                 if count:
                     channel.members[member] = count
                 else:
                     del channel.members[member]
+                    gone = member
                     self._announce(name, channel, member, "leave")
             if channel.connections == 0:
                 del self._channels[name]
+            if self.store is not None:
+                self.store.write(name, channel.connections, channel.members, gone)
+
+    def _counts(self) -> dict[str, Counts]:
+        return {name: (channel.connections, channel.members) for name, channel in self._channels.items()}
 
     def snapshot(self, name: str) -> dict[str, Any]:
         """The answer of ``GET BASE/presence?channel=``: counts, and members up to the bound.
@@ -99,12 +116,16 @@ class Presence:
         "nobody here" when nobody is counted."""
         if not self.covers(name):
             raise Refusal("Not found", f"{name!r} is not a presence channel (IMPULSE_PRESENCE_CHANNELS)", status=404)
-        channel = self._channels.get(name) or _Channel()
-        members = sorted(channel.members.items())
+        if self.store is None:
+            channel = self._channels.get(name) or _Channel()
+            connections, counted = channel.connections, channel.members
+        else:
+            connections, counted = self.store.read(name)
+        members = sorted(counted.items())
         listed = [{"id": member, "connections": count} for member, count in members[: self.max_members]]
         answer: dict[str, Any] = {
             "channel": name,
-            "connections": channel.connections,
+            "connections": connections,
             "memberCount": len(members),
             "members": listed,
         }

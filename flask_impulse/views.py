@@ -147,7 +147,12 @@ def stream() -> Response:
             if resumed.gap:
                 preamble += encode_event(_json.dumps({"lastEventId": last_event_id}), event="gap")
             replay = resumed.messages
+        if state.presence.enabled:
+            # JWT mode: the verified subject (a clientId would let anyone pose as anyone).
+            member = admission.audience if state.gatekeeper.jwt_mode else client_id
+            state.presence.enter(connection, member, watch=request.args.get("presence") in ("1", "true"))
     except BaseException:
+        state.presence.leave(connection)
         state.broker.release(connection)
         admission.release()
         raise
@@ -159,10 +164,6 @@ def stream() -> Response:
         if direct_writes_allowed() and request.method == "GET" and protocol in ("HTTP/1.1", "HTTP/1.0"):
             connection.write_directly(client_socket, chunked=protocol == "HTTP/1.1")
     admission.watch(connection)
-    if state.presence.enabled:
-        # JWT mode: the verified subject (a clientId would let anyone pose as anyone).
-        member = admission.audience if state.gatekeeper.jwt_mode else client_id
-        state.presence.enter(connection, member, watch=request.args.get("presence") in ("1", "true"))
     body = connection.frames(
         preamble,
         replay,

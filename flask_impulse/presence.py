@@ -6,9 +6,9 @@ with presence on or off. A member is present while any of its streams is open; i
 stream announces ``join`` and its last ``leave``, as a named ``presence`` event to the
 channel's streams that asked with ``?presence=1`` (docs/presence.md).
 
-Without Redis the counts are this process's (one worker, or one embedded app). With Redis,
-every process also writes its counts to keys that expire (``broker/presence_store.py``) and an
-answer sums those of the live processes; join and leave events stay this process's own.
+Without Redis the counts and events are this process's (one worker, or one embedded app).
+With Redis, every process also writes its counts to keys that expire, an answer sums those of
+the live processes, and join and leave are the cluster's (``broker/presence_store.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Presence:
         #: With Redis, where the counts of every process meet; None: this process's are the answer.
         self.store = store
         if store is not None:
-            store.follow(self._counts)
+            store.follow(self._counts, self._receive)
         self._channels: dict[str, _Channel] = {}
         #: What each tracked stream counted: its presence channels, its member, whether it watches.
         self._streams: dict[Connection, tuple[tuple[str, ...], str | None, bool]] = {}
@@ -77,10 +77,11 @@ class Presence:
             if member is not None:
                 count = channel.members.get(member, 0)
                 channel.members[member] = count + 1
-                if count == 0:
+                if count == 0 and self.store is None:
                     self._announce(name, channel, member, "join")
             if self.store is not None:
-                self.store.write(name, channel.connections, channel.members)
+                count = channel.members.get(member, 0) if member is not None else 0
+                self.store.write(name, channel.connections, member, count, "join" if count == 1 else "")
 
     def leave(self, connection: Connection) -> None:
         """Uncount an ended stream; announce a member's last. Safe to call more than once."""
@@ -92,19 +93,25 @@ class Presence:
             channel = self._channels[name]
             channel.connections -= 1
             channel.watchers.discard(connection)
-            gone = None
+            count = 0
             if member is not None:
                 count = channel.members[member] - 1
                 if count:
                     channel.members[member] = count
                 else:
                     del channel.members[member]
-                    gone = member
-                    self._announce(name, channel, member, "leave")
+                    if self.store is None:
+                        self._announce(name, channel, member, "leave")
             if channel.connections == 0:
                 del self._channels[name]
             if self.store is not None:
-                self.store.write(name, channel.connections, channel.members, gone)
+                self.store.write(name, channel.connections, member, count, "leave" if member and not count else "")
+
+    def _receive(self, name: str, member: str, action: str) -> None:
+        """A cluster-wide join or leave, from Redis: to this process's watchers of ``name``."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            self._announce(name, channel, member, action)
 
     def _counts(self) -> dict[str, Counts]:
         return {name: (channel.connections, channel.members) for name, channel in self._channels.items()}

@@ -1,14 +1,17 @@
 """Presence across two instances sharing one redis-server: the counts of both, read from
-either, and a killed instance's members gone within the stated time (3 refreshes)."""
+either, a killed instance's members gone within the stated time (3 refreshes), and the
+cluster's join and leave events, once each, on a ?presence=1 stream of the other instance."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
+import requests
 
 from flask_impulse import ServerClient
 from tests.conftest import SECRET
@@ -19,6 +22,7 @@ from tests.support.streams import SSEStream
 
 pytestmark = [pytest.mark.live, pytest.mark.redis]
 
+AUTH = {"Authorization": f"Bearer {SECRET}"}
 REFRESH = 0.5
 LEAVE_WITHIN = 3 * REFRESH  # docs/presence.md
 
@@ -53,7 +57,11 @@ def test_five_streams_on_two_instances_and_a_killed_instance_leaves(instances: t
     a, b = instances
     channel = "room:cluster"
     with ExitStack() as stack:
-        for server, member, count in ((a, "alice", 3), (b, "bob", 2)):
+        # alice's first stream asks for the events: it sees the cluster's joins and leaves.
+        watcher = stack.enter_context(
+            SSEStream(a.url + "/", {"channel": channel, "clientId": "alice", "presence": "1"})
+        )
+        for server, member, count in ((a, "alice", 2), (b, "bob", 2)):
             for _ in range(count):
                 stack.enter_context(SSEStream(server.url + "/", {"channel": channel, "clientId": member}))
         both = {
@@ -67,5 +75,16 @@ def test_five_streams_on_two_instances_and_a_killed_instance_leaves(instances: t
 
         kill_hard(b)
         alone = {"channel": channel, "connections": 3, "memberCount": 1, "members": [{"id": "alice", "connections": 3}]}
-        # Within the stated bound; the margin is for a loaded machine, not part of the claim.
+        # Within the stated bounds; the margin is for a loaded machine, not part of the claim.
         assert wait_for(lambda: presence(a, channel) == alone, LEAVE_WITHIN + 5), presence(a, channel)
+        events = [watcher.next_event(LEAVE_WITHIN + REFRESH + 5) for _ in range(3)]
+        assert [(e.event, json.loads(e.data)) for e in events] == [
+            ("presence", {"channel": channel, "member": "alice", "action": "join"}),
+            ("presence", {"channel": channel, "member": "bob", "action": "join"}),
+            ("presence", {"channel": channel, "member": "bob", "action": "leave"}),
+        ]
+        # Nothing else: the next event is a push made after the leave.
+        push = requests.post(a.url + "/", json={"channel": channel, "payload": "end"}, headers=AUTH, timeout=10)
+        assert push.status_code == 200
+        after = watcher.next_event(10)
+        assert after.event == "message" and json.loads(after.data)["payload"] == "end"

@@ -88,3 +88,26 @@ def test_five_streams_on_two_instances_and_a_killed_instance_leaves(instances: t
         assert push.status_code == 200
         after = watcher.next_event(10)
         assert after.event == "message" and json.loads(after.data)["payload"] == "end"
+
+
+def test_a_member_on_both_instances_joins_once_and_leaves_with_its_last_stream(
+    instances: tuple[LiveServer, LiveServer],
+) -> None:
+    a, b = instances
+    channel = "room:both"
+    with SSEStream(b.url + "/", {"channel": channel, "presence": "1"}) as watcher:
+        on_a = SSEStream(a.url + "/", {"channel": channel, "clientId": "dana"})
+        on_b = SSEStream(b.url + "/", {"channel": channel, "clientId": "dana"})
+        assert wait_for(lambda: presence(a, channel)["members"] == [{"id": "dana", "connections": 2}], 10)
+        on_a.close()
+        assert wait_for(lambda: presence(b, channel)["members"] == [{"id": "dana", "connections": 1}], 10)
+        on_b.close()
+        assert wait_for(lambda: presence(a, channel)["members"] == [], 10)
+        push = requests.post(a.url + "/", json={"channel": channel, "payload": "end"}, headers=AUTH, timeout=10)
+        assert push.status_code == 200
+        events = [watcher.next_event(10) for _ in range(3)]
+    assert [(e.event, json.loads(e.data)["action"]) for e in events[:2]] == [
+        ("presence", "join"),
+        ("presence", "leave"),
+    ]
+    assert events[2].event == "message"

@@ -141,7 +141,7 @@ DEFAULTS: dict[str, Any] = {
     # send); beyond it only the counts, and "truncated": true.
     "IMPULSE_PRESENCE_MAX_MEMBERS": 100,
     # With Redis, seconds between the rewrites of each worker's presence counts: a killed
-    # instance's members stop being counted within 3 times this (docs/presence.md).
+    # instance's members stop being counted within 3 times this, their leave events within 4.
     "IMPULSE_PRESENCE_REFRESH": 5.0,
 }
 

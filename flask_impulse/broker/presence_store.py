@@ -138,10 +138,12 @@ class RedisPresence:
         while True:
             pubsub = None
             try:
-                pubsub = self._client().pubsub(ignore_subscribe_messages=True)
+                pubsub = self._client().pubsub()
                 pubsub.subscribe(self._events)
-                while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
-                    pass
+                # Confirmed before any stream is told it may go on: what it does next is seen.
+                confirmation = pubsub.get_message(timeout=SUBSCRIBE_WAIT)
+                if confirmation is None or confirmation.get("type") != "subscribe":
+                    raise _import_redis().ConnectionError("Redis did not confirm the presence subscription")
                 subscribed.set()
                 delay = 0.05
                 while True:

@@ -4,16 +4,20 @@ counts from its opening until its response is closed)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
 from flask_impulse import ConfigurationError
+from flask_impulse.broker import Connection, Message
 from flask_impulse.errors import Refusal
+from flask_impulse.presence import Presence
+from flask_impulse.sse import SSEDecoder
 from tests.support import secrets
 from tests.support.apps import PUSH_SECRET, make_app
 from tests.support.secrets import make_token
@@ -127,3 +131,39 @@ def test_a_bad_client_id_refuses_the_stream_and_counts_nothing() -> None:
 def test_a_negative_member_bound_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="IMPULSE_PRESENCE_MAX_MEMBERS"):
         make_app(IMPULSE_PRESENCE_CHANNELS="room:*", IMPULSE_PRESENCE_MAX_MEMBERS=-1)
+
+
+class Recorder:
+    """A stream's stand-in that keeps what it is offered."""
+
+    def __init__(self, *channels: str) -> None:
+        self.channels = channels
+        self.frames: list[bytes] = []
+
+    def offer(self, message: Message) -> bool:
+        self.frames.append(message.frame)
+        return True
+
+
+def test_join_and_leave_go_in_order_to_watching_streams_only() -> None:
+    presence = Presence(["room:*"], 100)
+    watcher, plain = Recorder("room:a"), Recorder("room:a")
+    alice1, alice2, bob = Recorder("room:a"), Recorder("room:a"), Recorder("room:a", "lobby")
+    presence.enter(cast(Connection, watcher), None, watch=True)
+    presence.enter(cast(Connection, plain), "carol", watch=False)
+    for stream, member in ((alice1, "alice"), (alice2, "alice"), (bob, "bob")):
+        presence.enter(cast(Connection, stream), member, watch=False)
+    for stream in (alice1, bob, alice2):
+        presence.leave(cast(Connection, stream))
+    presence.leave(cast(Connection, bob))  # a second release changes nothing
+    decoder = SSEDecoder()
+    events = [(e.event, json.loads(e.data)) for e in decoder.feed(b"".join(watcher.frames))]
+    assert events == [
+        ("presence", {"channel": "room:a", "member": "carol", "action": "join"}),
+        ("presence", {"channel": "room:a", "member": "alice", "action": "join"}),
+        ("presence", {"channel": "room:a", "member": "bob", "action": "join"}),
+        ("presence", {"channel": "room:a", "member": "bob", "action": "leave"}),
+        ("presence", {"channel": "room:a", "member": "alice", "action": "leave"}),
+    ]
+    assert plain.frames == [] and alice1.frames == []
+    assert presence.snapshot("room:a")["members"] == [{"id": "carol", "connections": 1}]

@@ -256,8 +256,9 @@ class Impulse:
         return state.broker.publish(draft)
 
     def presence(self, channel: str) -> dict[str, Any]:
-        """Who is on ``channel``, in this process: what ``GET BASE/presence`` answers
-        (docs/presence.md). A channel under no presence pattern raises a 404 ``Refusal``."""
+        """Who is on ``channel``: what ``GET BASE/presence`` answers (docs/presence.md), this
+        process's count in memory, the cluster's with Redis. A channel under no presence
+        pattern raises a 404 ``Refusal``, Redis not answering a 503 one."""
         return self.state.presence.snapshot(channel)
 
     @property

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from .broker.presence_store import Counts, RedisPresence
 
 #: The key of a presence event: below every issued id, so that it never moves a resuming
-#: stream's skip mark (``Connection._drop_replayed``) past a live message.
+#: stream's skip mark (``Connection._drop_replayed``) past a live message. The price: a
+#: stream resuming by Last-Event-ID drops the presence events that come before its first
+#: live message.
 _EVENT_KEY = (0, 0)
 
 

@@ -134,6 +134,15 @@ DEFAULTS: dict[str, Any] = {
     # nosniff, no-referrer, no-store and a deny-framing policy on every answer of the blueprint
     # (HELMET_ENABLED in the standalone service): a browser must not render, frame or cache them.
     "IMPULSE_SECURITY_HEADERS": True,
+    # Channels (comma-separated patterns, "*" a wildcard) whose streams are counted as members,
+    # for GET BASE/presence and ?presence=1 join/leave events (docs/presence.md); empty: off.
+    "IMPULSE_PRESENCE_CHANNELS": None,
+    # Most members one presence answer lists (the most a channel's answer costs to build and
+    # send); beyond it only the counts, and "truncated": true.
+    "IMPULSE_PRESENCE_MAX_MEMBERS": 100,
+    # With Redis, seconds between the rewrites of each worker's presence counts: a killed
+    # instance's members stop being counted within 3 times this, their leave events within 4.
+    "IMPULSE_PRESENCE_REFRESH": 5.0,
 }
 
 
@@ -174,6 +183,9 @@ class Settings:
     token_hash_key: str | None
     validate_payloads: bool
     security_headers: bool
+    presence_channels: tuple[str, ...]
+    presence_max_members: int
+    presence_refresh: float
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -187,6 +199,7 @@ class Settings:
         values["push_without_secret"] = _as_bool(values["push_without_secret"])
         values["validate_payloads"] = _as_bool(values["validate_payloads"])
         values["security_headers"] = _as_bool(values["security_headers"])
+        values["presence_channels"] = _as_tuple(values["presence_channels"])
         health_path = values["health_path"]
         values["health_path"] = "/" + health_path.strip("/")
         ready_path = values["ready_path"] or values["health_path"] + "/ready"
@@ -224,6 +237,10 @@ class Settings:
             )
         if self.push_rate_limit < 0:
             raise ConfigurationError("IMPULSE_PUSH_RATE_LIMIT must not be negative (0 turns it off)")
+        if self.presence_max_members < 0:
+            raise ConfigurationError("IMPULSE_PRESENCE_MAX_MEMBERS must not be negative (0 lists counts only)")
+        if self.presence_refresh <= 0:
+            raise ConfigurationError("IMPULSE_PRESENCE_REFRESH must be a positive number of seconds")
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:

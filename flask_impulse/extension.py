@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app, has_app_context
 
@@ -14,6 +14,10 @@ from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, SecuritySettings, Settings
 from .errors import ConfigurationError
+from .presence import Presence
+
+if TYPE_CHECKING:
+    from .broker.presence_store import RedisPresence
 from .security import redaction
 from .security.access import Gatekeeper, PublishHook, SubscribeHook
 from .security.cors import cors_options
@@ -74,8 +78,9 @@ class Impulse:
         if settings.metrics_path:
             metrics.enable()
         token_hash_key = _token_hash_key(settings)  # checked before a backplane is built
+        backplane = self.create_backplane(settings)
         broker = Broker(
-            self.create_backplane(settings),
+            backplane,
             token_hash_key=token_hash_key,
             max_connections=settings.max_connections,
             queue_max_messages=settings.queue_max_messages,
@@ -92,7 +97,10 @@ class Impulse:
         )
         cors = cors_options(self.blueprint, settings.cors_origins, settings.cors_credentials)
         limiter = PushRateLimiter(settings.push_rate_limit) if settings.push_rate_limit else None
-        state = ImpulseState(settings, broker, cors, gatekeeper, self.channels, limiter)
+        presence = Presence(
+            settings.presence_channels, settings.presence_max_members, _presence_store(settings, backplane)
+        )
+        state = ImpulseState(settings, broker, cors, gatekeeper, presence, self.channels, limiter)
         if settings.validate_payloads:
             for declared in self.channels.values():
                 declared.prepare_validation()
@@ -261,6 +269,12 @@ class Impulse:
             pushed.send(current_app._get_current_object() if has_app_context() else None, push=record)  # type: ignore[attr-defined]
         return published
 
+    def presence(self, channel: str) -> dict[str, Any]:
+        """Who is on ``channel``: what ``GET BASE/presence`` answers (docs/presence.md), this
+        process's count in memory, the cluster's with Redis. A channel under no presence
+        pattern raises a 404 ``Refusal``, Redis not answering a 503 one."""
+        return self.state.presence.snapshot(channel)
+
     @property
     def state(self) -> ImpulseState:
         """This extension's state for the current app (or its only app, outside a context)."""
@@ -293,6 +307,19 @@ def _secret_values(settings: Settings, security: SecuritySettings) -> list[str |
         *security.jwt_secret,
         *(line for line in pem_lines if not line.startswith("-----")),
     ]
+
+
+def _presence_store(settings: Settings, backplane: Backplane) -> RedisPresence | None:
+    """With the Redis backplane and presence on, the keys where every process's counts meet."""
+    if not settings.presence_channels:
+        return None
+    from .broker.redis import RedisBackplane
+
+    if not isinstance(backplane, RedisBackplane):
+        return None
+    from .broker.presence_store import RedisPresence
+
+    return RedisPresence(backplane.client, settings.redis_prefix, settings.presence_refresh)
 
 
 def _token_hash_key(settings: Settings) -> bytes:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .channels import Channel
     from .config import Settings
+    from .presence import Presence
     from .security.access import Gatekeeper
     from .security.ratelimit import PushRateLimiter
 
@@ -29,6 +30,7 @@ class ImpulseState:
     broker: Broker
     cors_options: Any = field(repr=False)
     gatekeeper: Gatekeeper = field(repr=False)
+    presence: Presence = field(repr=False)
     #: The declared channels of the extension (shared with it), by name.
     channels: Mapping[str, Channel[Any]] = field(default_factory=dict)
     push_rate_limiter: PushRateLimiter | None = None

@@ -89,6 +89,10 @@ def subpath(subpath: str) -> Response:
         _check_health_token(state)
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
+    if path == "/presence" and state.presence.enabled:
+        if request.method not in ("GET", "HEAD"):
+            raise Refusal("Method not allowed", status=405)
+        return presence(state)
     if subpath in BROWSER_CLIENT_FILES and request.method in ("GET", "HEAD"):
         return _browser_client(subpath)
     raise Refusal("Not found", status=404)
@@ -118,6 +122,7 @@ def stream() -> Response:
         for channel in channels:
             check_name(channel, "the channel query parameter", settings.max_channel_length, INVALID_QUERY_PARAMETER)
         topic = _optional_query("topic", settings.max_topic_length)
+        client_id = _optional_query("clientId", settings.max_channel_length)
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
         if last_event_id is not None and len(last_event_id) > 64:
             raise SubscriptionRefused("Invalid request", "Last-Event-ID is not an id this service issued")
@@ -142,7 +147,12 @@ def stream() -> Response:
             if resumed.gap:
                 preamble += encode_event(_json.dumps({"lastEventId": last_event_id}), event="gap")
             replay = resumed.messages
+        if state.presence.enabled:
+            # JWT mode: the verified subject (a clientId would let anyone pose as anyone).
+            member = admission.audience if state.gatekeeper.jwt_mode else client_id
+            state.presence.enter(connection, member, watch=request.args.get("presence") in ("1", "true"))
     except BaseException:
+        state.presence.leave(connection)
         state.broker.release(connection)
         admission.release()
         raise
@@ -166,6 +176,7 @@ def stream() -> Response:
 
 
 def _end_stream(state: ImpulseState, connection: Connection, admission: Admission) -> None:
+    state.presence.leave(connection)
     state.broker.release(connection)
     admission.release()
 
@@ -283,6 +294,20 @@ def _read_body(limit: int) -> bytes:
     if len(body) > limit:
         raise PushError("Payload too large", f"the body may hold at most {limit} bytes", status=413)
     return body
+
+
+# -- presence ----------------------------------------------------------------------------
+def presence(state: ImpulseState) -> Response:
+    """Who is on a presence channel; guarded as the push endpoint is, since members are
+    identities the subscribers did not choose to publish."""
+    settings = state.settings
+    if not settings.secrets and not settings.push_without_secret:
+        raise Refusal("Presence endpoint disabled", "set IMPULSE_SECRET to enable it", status=403)
+    if settings.secrets:
+        check_publisher(request.headers.get("Authorization"), settings.secrets)
+    channel = request.args.get("channel") or ""
+    check_name(channel, "the channel query parameter", settings.max_channel_length, INVALID_QUERY_PARAMETER)
+    return jsonify(state.presence.snapshot(channel))
 
 
 # -- health ------------------------------------------------------------------------------

@@ -168,6 +168,10 @@ class RedisBackplane(SharedBackplane):
             self._epoch_script = self._client_instance.register_script(_lua("epoch.lua"))
         return self._client_instance
 
+    def client(self) -> redis_py.Redis:
+        """The pooled client, for the other keys an app keeps beside the backplane's (presence)."""
+        return self._client
+
     def _backend_error(self) -> type[Exception]:
         return _import_redis().RedisError  # type: ignore[no-any-return]
 

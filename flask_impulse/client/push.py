@@ -197,6 +197,16 @@ class ServerClient:
             return []
         return [PushResult.from_json(result) for result in self._post(batch)["results"]]
 
+    def presence(self, channel: str) -> dict[str, Any]:
+        """Who is on a presence channel: ``{"channel", "connections", "memberCount", "members"}``
+        (docs/presence.md). Not retried: a read the caller may simply repeat."""
+        url = self.service_url.rstrip("/") + "/presence"
+        try:
+            response = self._session.get(url, params={"channel": channel}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ServerClientError(0, f"cannot reach {url}: {exc}") from exc
+        return _answer(response)
+
     def _post(self, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """POST ``body``, retrying what may not have gone through; the idempotency keys in
         ``body`` and ``headers`` make every attempt the same push."""

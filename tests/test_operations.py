@@ -8,7 +8,6 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,7 +71,6 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, timeout=30)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_curl_trusts_the_service_with_its_certificate_only(
     https_service: LiveImpulse, certificate: tuple[Path, Path]
 ) -> None:

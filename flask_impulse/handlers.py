@@ -67,7 +67,7 @@ def open_stream(state: ImpulseState, request: Request) -> Iterator[bytes] | byte
             check_name(channel, "the channel query parameter", settings.max_channel_length, INVALID_QUERY_PARAMETER)
         topic = _optional_query(request, "topic", settings.max_topic_length)
         client_id = _optional_query(request, "clientId", settings.max_channel_length)
-        last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+        last_event_id = request.environ.get("HTTP_LAST_EVENT_ID") or request.args.get("lastEventId")
         if last_event_id is not None and len(last_event_id) > 64:
             raise SubscriptionRefused("Invalid request", "Last-Event-ID is not an id this service issued")
         if state.broker.draining:
@@ -152,7 +152,7 @@ def push(state: ImpulseState, request: Request) -> dict[str, Any]:
         raise PushError("Push endpoint disabled", "set IMPULSE_SECRET to enable the HTTP push endpoint", status=403)
     publisher = request.remote_addr or ""
     if settings.secrets:
-        publisher = check_publisher(request.headers.get("Authorization"), settings.secrets)
+        publisher = check_publisher(request.environ.get("HTTP_AUTHORIZATION"), settings.secrets)
     body = _read_body(request, settings.max_body_size)
     parsed = _with_header_key(request, parse_push_body(body, settings))
     batch = parsed if isinstance(parsed, list) else [parsed]
@@ -179,7 +179,10 @@ def _answer(published: Published) -> dict[str, Any]:
 
 def _with_header_key(request: Request, parsed: PushRequest | list[PushRequest]) -> PushRequest | list[PushRequest]:
     """Fold the ``Idempotency-Key`` header into a single push; a batch's items carry their own."""
-    key = parse_idempotency_header(request.headers.getlist("Idempotency-Key"))
+    # From the environ: a WSGI server joins repeated headers into one value, as getlist would
+    # find them, and a missing header is no KeyError raised and caught within werkzeug.
+    header = request.environ.get("HTTP_IDEMPOTENCY_KEY")
+    key = parse_idempotency_header([] if header is None else [header])
     if key is None:
         return parsed
     if isinstance(parsed, list):

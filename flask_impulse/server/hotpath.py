@@ -19,19 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request
 from flask_cors.core import get_cors_headers
-from werkzeug.datastructures import Headers
+from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .. import handlers
 from ..handlers import STREAM_HEADERS
-from ..security.headers import add_security_headers
+from ..security.headers import SECURITY_HEADERS
 from ..security.redaction import note_request
 from ..state import EXTENSION_KEY, ImpulseState
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-_JSON_HEADERS = {"Content-Type": "application/json"}
+_JSON = ("Content-Type", "application/json")
+_SECURITY_HEADERS = [*SECURITY_HEADERS.items(), ("Cache-Control", "no-store")]  # as add_security_headers adds them
+_PRIVATE_NETWORK = "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK"
 
 
 class HotPath:
@@ -41,6 +43,7 @@ class HotPath:
         self.app = app
         self.downstream = downstream
         self.state: ImpulseState = app.extensions[EXTENSION_KEY]
+        self._cors_without_origin: dict[str, list[tuple[str, str]]] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -53,27 +56,43 @@ class HotPath:
     def serve(self, environ: WSGIEnvironment, start_response: StartResponse, is_push: bool) -> Iterable[bytes]:
         state = self.state
         with self.app.app_context():
-            request: Request = self.app.request_class(environ)
+            # Not kept in the environ (werkzeug's default): that cycle would hold every
+            # stream's environ and request until the garbage collector ran.
+            request: Request = self.app.request_class(environ, populate_request=False)
             note_request(request)
             body: Iterable[bytes] | bytes
             try:
                 handlers.check_query_length(state, request)
                 if is_push:
-                    body, headers = self._json(handlers.push(state, request)), Headers(_JSON_HEADERS)
+                    body, headers = self._json(handlers.push(state, request)), [_JSON]
                 else:
-                    body, headers = handlers.open_stream(state, request), Headers(STREAM_HEADERS)
+                    body, headers = handlers.open_stream(state, request), list(STREAM_HEADERS.items())
                 status = 200
             except Exception as exc:
                 refusal = handlers.as_refusal(exc, request)
-                body, headers, status = self._json(refusal.to_json()), Headers(_JSON_HEADERS), refusal.status
-                headers.update(refusal.headers)
+                body, headers, status = self._json(refusal.to_json()), [_JSON], refusal.status
+                headers.extend(refusal.headers.items())
             if isinstance(body, bytes):
-                headers["Content-Length"] = str(len(body))
-            headers.extend(get_cors_headers(state.cors_options, request.headers, request.method))
+                headers.append(("Content-Length", str(len(body))))
+            headers.extend(self._cors_headers(request))
             if state.settings.security_headers:
-                add_security_headers(headers)
-        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", headers.to_wsgi_list())
+                present = {name.lower() for name, _ in headers}
+                headers.extend(header for header in _SECURITY_HEADERS if header[0].lower() not in present)
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", headers)
         return [body] if isinstance(body, bytes) else body
+
+    def _cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        """flask-cors's headers for this request; computed once per method for requests
+        without an ``Origin`` (server-to-server pushes), whose headers depend on nothing else."""
+        environ = request.environ
+        if "HTTP_ORIGIN" in environ or _PRIVATE_NETWORK in environ:
+            return _as_list(get_cors_headers(self.state.cors_options, request.headers, request.method))
+        method = request.method
+        cached = self._cors_without_origin.get(method)
+        if cached is None:
+            cached = _as_list(get_cors_headers(self.state.cors_options, Headers(), method))
+            self._cors_without_origin[method] = cached
+        return cached
 
     def _json(self, value: Any) -> bytes:
         """Encoded as ``jsonify`` encodes it, by the app's JSON provider."""
@@ -82,3 +101,7 @@ class HotPath:
         if (compact is None and self.app.debug) or compact is False:
             return f"{provider.dumps(value, indent=2)}\n".encode()
         return f"{provider.dumps(value, separators=(',', ':'))}\n".encode()
+
+
+def _as_list(headers: MultiDict[str, Any]) -> list[tuple[str, str]]:
+    return [(name, str(value)) for name, value in headers.items(multi=True)]

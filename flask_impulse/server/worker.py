@@ -10,10 +10,12 @@ status, quotes nothing, and logs only the kind of error.
 
 from __future__ import annotations
 
+import errno
 import ssl
 from datetime import datetime
 from typing import Any
 
+import gevent
 from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.http import errors, wsgi
@@ -24,6 +26,8 @@ from gunicorn.workers.ggevent import GeventWorker
 from .. import _json
 from ..security.headers import add_security_headers
 from ..security.redaction import redact
+from . import http1
+from .http1 import Handover, LeanLoop
 
 # Statuses that are not 400, by gunicorn exception class name (names, so that classes a
 # gunicorn version lacks cost nothing).
@@ -119,6 +123,24 @@ class CoalescingResponse(Response):  # type: ignore[misc]
         util.write(self.sock, head + data)
 
 
+class Replayed:
+    """A client socket whose first reads return bytes already read from it: the request a
+    lean loop handed over, for gunicorn's parser to read from its start."""
+
+    def __init__(self, client: Any, buffered: bytes) -> None:
+        self._client = client
+        self._replay = buffered
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self._replay:
+            data, self._replay = self._replay[:size], self._replay[size:]
+            return data
+        return self._client.recv(size, *flags)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
 class _KnownListener:
     """A listening socket's name, still known once the socket is closed.
 
@@ -136,8 +158,11 @@ class _KnownListener:
 
 
 class ImpulseGeventWorker(GeventWorker):  # type: ignore[misc]
-    """The gevent worker, answering its own errors in JSON without echoing the request, and
-    serving what is queued on its listening socket before it closes it."""
+    """The gevent worker, answering its own errors in JSON without echoing the request,
+    serving what is queued on its listening socket before it closes it, and serving the
+    standalone service's plain requests in a lean loop (``http1``)."""
+
+    _lean = False
 
     def run(self) -> None:
         self._listeners = {id(listener): _KnownListener(listener.getsockname()) for listener in self.sockets}
@@ -147,10 +172,34 @@ class ImpulseGeventWorker(GeventWorker):  # type: ignore[misc]
         ggevent.StreamServer = DrainingStreamServer
         if hasattr(Response, "_emit_body"):  # gunicorn 27's one place where body bytes are framed
             wsgi.Response = CoalescingResponse
+        self._lean = http1.eligible(self)
+        self._lean_loops: dict[int, LeanLoop] = {}
         super().run()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
-        super().handle(self._listeners.get(id(listener), listener), client, addr)
+        listener = self._listeners.get(id(listener), listener)
+        if not self._lean:
+            super().handle(listener, client, addr)
+            return
+        loop = self._lean_loops.get(id(listener))
+        if loop is None:
+            loop = self._lean_loops[id(listener)] = LeanLoop(self, listener.getsockname())
+        try:
+            loop.serve(client, addr)
+        except Handover as handover:
+            # Not a plain request: gunicorn serves it, from its first byte, and what follows.
+            super().handle(listener, Replayed(client, handover.buffered), addr)
+            return
+        except errors.NoMoreData as exc:
+            self.log.debug("Ignored premature client disconnection. %s", exc)
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+        except (gevent.GreenletExit, SystemExit):
+            pass
+        except BaseException as exc:
+            self.handle_error(None, client, addr, exc)
+        util.close(client)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         request_start = datetime.now()

@@ -67,7 +67,9 @@ def test_dashboard_chart_has_a_title_axes_and_units(dashboard: Dashboard, open_p
     assert page.find("#chart-title").text == "Orders per minute, last 12 s"  # 60 intervals of 0.2 s
     assert page.find("#y-title").text == "orders / min"
     assert page.find("#x-title").text == "time (seconds before now)"
-    assert [label.text for label in page.find_all("#x-axis text")] == ["−12 s", "−9 s", "−6 s", "−3 s", "now"]
+    minus = "\N{MINUS SIGN}"
+    x_labels = [f"{minus}12 s", f"{minus}9 s", f"{minus}6 s", f"{minus}3 s", "now"]
+    assert [label.text for label in page.find_all("#x-axis text")] == x_labels
     y_labels = [int(label.text) for label in page.find_all("#y-axis text")]
     assert y_labels[0] == 0 and y_labels == sorted(y_labels) and len(y_labels) >= 2
     heights = [float(point.split(",")[1]) for point in page.find("#chart").get_attribute("points").split()]

@@ -18,7 +18,7 @@ from . import report, scenarios, servers
 from .profile import Recorder
 from .scenarios import SECRET, Outcome
 
-SCENARIOS = ("idle", "fanout", "latency", "push", "cluster")
+SCENARIOS = ("idle", "fanout", "latency", "push", "storm", "cluster")
 
 #: (case name, scenario, keyword arguments) for the full run and for --quick.
 FULL: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
@@ -38,6 +38,7 @@ FULL: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
         ("push 100 subs", scenarios.push, {"subscribers": 100, "pushes": 2000, "warmup": 200}),
         ("push batch of 100", scenarios.push, {"subscribers": 0, "pushes": 100, "batch": 100, "warmup": 10}),
     ],
+    "storm": [("reconnect storm", scenarios.storm, {"streams": 10_000, "channels": 10, "rate": 20.0})],
     "cluster": [("cluster", scenarios.fanout, {"subscribers": 1000, "pushes": 200})],
 }
 QUICK: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
@@ -52,6 +53,7 @@ QUICK: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
         ("push 100 subs", scenarios.push, {"subscribers": 100, "pushes": 300, "warmup": 50}),
         ("push batch of 100", scenarios.push, {"subscribers": 0, "pushes": 20, "batch": 100, "warmup": 5}),
     ],
+    "storm": [("reconnect storm", scenarios.storm, {"streams": 1000, "channels": 10, "rate": 20.0})],
     "cluster": [("cluster", scenarios.fanout, {"subscribers": 300, "pushes": 50})],
 }
 
@@ -107,7 +109,7 @@ def run_case(name: str, broker: str, scenario: Callable[..., Outcome], factory: 
 PROFILE = False
 
 
-def profiled(factory: Any, case: str, broker: str) -> Any:
+def profiled(factory: Callable[[], servers.Server], case: str, broker: str) -> Callable[[], servers.Server]:
     """``factory``, with py-spy recording the broker's workers over the timed window."""
 
     def start() -> servers.Server:
@@ -150,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             rounds = []
             for _ in range(args.repeat):  # the brokers alternate, so that noise falls on both
                 if scenario_name == "cluster":
-                    rounds.append(run_cluster(case, scenario, kwargs, brokers, factories))
+                    rounds.append(run_cluster(case, scenario, kwargs, brokers, factories, extra_env))
                 else:
                     rounds.append({b: run_case(case, b, scenario, factories[b], kwargs) for b in brokers})
             results[case] = {broker: median_of([r[broker] for r in rounds]) for broker in rounds[0]}
     targets = report.evaluate(results)
-    document = {
+    document: dict[str, Any] = {
         "meta": meta(args, open_files),
         "results": results,
         "targets": targets,
@@ -197,14 +199,19 @@ def median_of(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_cluster(
-    case: str, scenario: Callable[..., Outcome], kwargs: dict[str, Any], brokers: list[str], factories: dict[str, Any]
+    case: str,
+    scenario: Callable[..., Outcome],
+    kwargs: dict[str, Any],
+    brokers: list[str],
+    factories: dict[str, Any],
+    env: dict[str, str],
 ) -> dict[str, Any]:
     outcomes: dict[str, Any] = {}
     if report.REFERENCE in brokers:
         outcomes[report.REFERENCE] = run_case(case, report.REFERENCE, scenario, factories[report.REFERENCE], kwargs)
     if report.IMPULSE in brokers:
-        name = "flask-impulse 2 workers + Redis"
-        factory, cleanup, skipped = scenarios.cluster_factory()
+        name = report.CLUSTER
+        factory, cleanup, skipped = scenarios.cluster_factory(env)
         try:
             if factory is None:
                 print(f"-- {case}: {name}: {skipped}", flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ LOG_DIR = BENCH_DIR / "results" / "logs"
 REFERENCE_PACKAGE = "@impulselab/realtime-service"
 REFERENCE_CLI = BENCH_DIR / "node_modules" / "@impulselab" / "realtime-service" / "dist" / "cli.js"
 _TICKS = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
 
 
 def ensure_reference_installed() -> None:
@@ -86,13 +88,13 @@ class Server:
 
     def _accepts(self) -> bool:
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            socket.create_connection((HOST, self.port), timeout=1).close()
         except OSError:
             return False
         return True
 
     def _answers(self, path: str) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
         try:
             connection.request("GET", path)
             return connection.getresponse().status < 500
@@ -206,35 +208,37 @@ def reference(secret: str) -> Server:
     )
 
 
+def impulse_cli() -> str:
+    """The ``flask-impulse`` console script beside this Python (a virtualenv that is not
+    activated), or on PATH."""
+    beside = Path(sys.executable).with_name("flask-impulse")
+    found = str(beside) if beside.exists() else shutil.which("flask-impulse")
+    if found is None:
+        raise RuntimeError("no flask-impulse command: pip install -e . in this checkout")
+    return found
+
+
 def impulse(
     secret: str, *, workers: int = 1, redis_url: str | None = None, env: dict[str, str] | None = None
 ) -> Server:
-    """The standalone service exactly as documented: gunicorn, gevent workers, our config."""
+    """The standalone service as its users start it: the ``flask-impulse`` CLI with its
+    defaults (gunicorn, gevent workers, its access log), on loopback only (the CLI binds
+    0.0.0.0 unless told). ``env`` reaches the service as its environment (``IMPULSE_*``)."""
     port = free_port()
-    env = {"REALTIME_SECRET": secret, "PYTHONPATH": str(ROOT), **(env or {})}
+    command = [impulse_cli(), "--host", HOST, "--port", str(port), "--secret", secret]
+    if workers != 1:
+        command += ["--workers", str(workers)]
     if redis_url:
-        env["IMPULSE_REDIS_URL"] = redis_url
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:flask_impulse.gunicorn_config",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "wsgi:app",
-    ]
+        command += ["--redis-url", redis_url]
+    # This checkout's package, whatever the virtualenv's flask-impulse was installed from.
+    env = {"PYTHONPATH": str(ROOT), **(env or {})}
     name = "flask-impulse" if workers == 1 else f"flask-impulse-{workers}w"
     return Server(name, command, port, env=env).start(ready_path="/health")
 
 
 def redis() -> Server:
     port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    command = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
     return Server("redis", command, port).start(ready_path="")
 
 

@@ -322,7 +322,7 @@ def storm(
     channels: int = 10,
     rate: float = 20.0,
     warmup: int = 20,
-    timeout: float = 120.0,
+    timeout: float = 180.0,
 ) -> Outcome:
     """``streams`` streams on ``channels`` channels, all dropped at once and reconnecting at
     once, each with the ``Last-Event-ID`` it last saw (none when the broker sends no ids),

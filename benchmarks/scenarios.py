@@ -15,7 +15,7 @@ from time import perf_counter, sleep
 from typing import Any
 
 from . import servers
-from .loadgen import Driver, LoadError, RunResult, StormResult, Stream
+from .loadgen import Driver, LoadError, RunResult, StormResult, Stream, cpu_seconds_self
 
 SECRET = "bench-secret-of-at-least-32-characters"  # the documented minimum length
 HOST = servers.HOST
@@ -159,10 +159,12 @@ def idle(factory: BrokerFactory, streams: int) -> Outcome:
         channel = channel_name("idle")
         snapshot = window(server)
         cpu_before = snapshot()
+        generator_before = cpu_seconds_self()
         started = perf_counter()
         opened = driver.open_streams(streams, f"channel={channel}", timeout=300)
         connect_seconds = perf_counter() - started
         open_cpu = snapshot() - cpu_before
+        generator_cpu = cpu_seconds_self() - generator_before
         driver.pump(2.0)  # let both brokers settle: timers armed, buffers released
         rss_after = server.rss_bytes()
         driver.open_publishers(1)
@@ -177,6 +179,7 @@ def idle(factory: BrokerFactory, streams: int) -> Outcome:
             "connect_per_s": round(streams / connect_seconds),
             "open_s": round(connect_seconds, 3),
             "cpu_us_per_stream_opened": round(open_cpu * 1e6 / streams, 1),
+            "generator_cpu_share_opening": round(generator_cpu / connect_seconds, 3),
             "broadcast_s": round(result.elapsed, 3),
         }
     return outcome

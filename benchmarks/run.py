@@ -7,6 +7,7 @@ import argparse
 import datetime
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         report.REFERENCE: lambda: servers.reference(SECRET),
         report.IMPULSE: lambda: servers.impulse(SECRET, env=extra_env),
     }
+    # Before the first case, so that the load average is the one the run started under.
+    run_meta = meta(args, sys.argv[1:] if argv is None else argv, open_files)
     results: dict[str, dict[str, Any]] = {}
     for scenario_name in chosen:
         for case, scenario, kwargs in plan[scenario_name]:
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             results[case] = {broker: median_of([r[broker] for r in rounds]) for broker in rounds[0]}
     targets = report.evaluate(results)
     document: dict[str, Any] = {
-        "meta": meta(args, open_files),
+        "meta": run_meta,
         "results": results,
         "targets": targets,
     }
@@ -228,10 +231,12 @@ def run_cluster(
     return outcomes
 
 
-def meta(args: argparse.Namespace, open_files: int) -> dict[str, Any]:
-    def command(*words: str) -> str:
+def meta(args: argparse.Namespace, words: list[str], open_files: int) -> dict[str, Any]:
+    """Where and how the run was made; ``words`` are its command-line arguments."""
+
+    def output(*program: str) -> str:
         try:
-            return subprocess.run(words, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(program, capture_output=True, text=True, timeout=10).stdout.strip()
         except OSError:
             return ""
 
@@ -239,15 +244,13 @@ def meta(args: argparse.Namespace, open_files: int) -> dict[str, Any]:
         load = file.read().split()[:3]
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks"
-        + (" --quick" if args.quick else "")
-        + (f" --repeat {args.repeat}" if args.repeat > 1 else ""),
+        "command": shlex.join(["python", "-m", "benchmarks", *words]),
         "repeat": args.repeat,
         "quick": args.quick,
-        "commit": command("git", "-C", str(servers.ROOT), "rev-parse", "--short", "HEAD"),
+        "commit": output("git", "-C", str(servers.ROOT), "rev-parse", "--short", "HEAD"),
         "python": platform.python_version(),
-        "node": command("node", "--version"),
-        "cpus": command("nproc"),
+        "node": output("node", "--version"),
+        "cpus": output("nproc"),
         "cpu_model": _cpu_model(),
         "load_average_at_start": load,
         "open_files_limit": open_files,

@@ -33,6 +33,9 @@ _RECV_SIZE = 65536  # below glibc's mmap threshold: a bigger buffer costs an mma
 _SEQ_AND_TIME = re.compile(rb'"seq":(\d+),"t":([0-9.]+)')
 _SEQ = re.compile(rb'"seq":(\d+)')
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+_RETRY = re.compile(rb"\nretry: (\d+)\n")
+#: What EventSource waits before reconnecting when the stream set no ``retry:``.
+DEFAULT_RETRY_S = 3.0
 
 
 class LoadError(RuntimeError):
@@ -70,6 +73,11 @@ class Stream:
         """The ``seq`` of every message received, in arrival order."""
         return [int(value) for value in _SEQ.findall(self.body())]
 
+    def retry_hint(self) -> float:
+        """Seconds to wait before reconnecting, as EventSource does: the last ``retry:``."""
+        hints = _RETRY.findall(self.body())
+        return int(hints[-1]) / 1000 if hints else DEFAULT_RETRY_S
+
     def seen_until_now(self) -> str | None:
         """Cut what was received back to the last whole event, as a client that is cut off
         has seen it, and return the last event id in it (None: no id seen)."""
@@ -102,7 +110,7 @@ class Stream:
 class Publisher:
     """One keep-alive HTTP/1.1 connection that POSTs one request at a time."""
 
-    __slots__ = ("buffer", "fd", "in_flight", "sent_at", "sock")
+    __slots__ = ("buffer", "fd", "in_flight", "request", "sent_at", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -110,6 +118,7 @@ class Publisher:
         self.buffer = b""
         self.in_flight = False
         self.sent_at = 0.0
+        self.request = b""  # the last one sent, to send again on a new connection
 
 
 @dataclass
@@ -151,6 +160,9 @@ class StormResult:
     all_receiving_at: float = 0.0
     #: Handshakes that were refused or failed and tried again, by reason.
     retries: Counter[str] = field(default_factory=Counter)
+    #: Publisher connections the broker closed (a drain), reopened, and pushes sent again on them.
+    publisher_reconnects: int = 0
+    pushes_sent_again: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     generator_cpu: float = 0.0
     snapshots: tuple[Any, Any] = (None, None)
@@ -163,8 +175,15 @@ class Connector:
     seconds later, as a client retries; without, it ends the run."""
 
     def __init__(
-        self, driver: Driver, requests: list[bytes], *, max_pending: int, retry_after: float | None = None
+        self,
+        driver: Driver,
+        requests: list[bytes],
+        *,
+        max_pending: int,
+        retry_after: float | None = None,
+        now: bool = True,
     ) -> None:
+        """``now``: start every request at once; otherwise each waits for its :meth:`schedule`."""
         self.driver = driver
         self.requests = requests
         self.max_pending = max_pending
@@ -172,7 +191,7 @@ class Connector:
         self.opened: list[Stream | None] = [None] * len(requests)
         self.count = 0
         self.retries: Counter[str] = Counter()
-        self._todo = deque(range(len(requests)))
+        self._todo = deque(range(len(requests)) if now else ())
         self._later: list[tuple[float, int]] = []  # (due, slot), a heap
         self._pending: dict[int, tuple[int, Stream]] = {}
 
@@ -183,6 +202,11 @@ class Connector:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    def schedule(self, slot: int, request: bytes, at: float) -> None:
+        """Open ``slot`` with ``request`` once ``perf_counter()`` reaches ``at``."""
+        self.requests[slot] = request
+        heapq.heappush(self._later, (at, slot))
 
     def start_more(self, now: float) -> None:
         while self._later and self._later[0][0] <= now:
@@ -240,6 +264,15 @@ class Driver:
         # In a storm: streams that have not yet received a seq at or above ``_awaited_seq``.
         self._awaiting: dict[int, Stream] = {}
         self._awaited_seq: int | None = None
+        # In a storm the broker starts (a drain): the streams it is to end, and what reopens each.
+        self._ending: dict[int, tuple[int, Stream]] = {}
+        self._reopen: Callable[[int, Stream], None] = lambda index, stream: None
+        # In a drain, the broker closes publisher connections too: each is reopened, and a push
+        # it had in flight is sent again with the same Idempotency-Key, which makes that safe.
+        self._keep_publishing = False
+        self._pushes_keyed = 0
+        self.publisher_reconnects = 0
+        self.pushes_sent_again = 0
 
     # -- streams ----------------------------------------------------------------------
     def stream_request(self, query: str, last_event_id: str | None = None) -> bytes:
@@ -329,9 +362,13 @@ class Driver:
                 stream.sock.close()
 
     def _lost(self, stream: Stream, reason: str) -> None:
+        ending = self._ending.pop(stream.fd, None)
+        self.close_streams([stream])
+        if ending is not None:  # ended by a drain, as expected: the client comes back
+            self._reopen(*ending)
+            return
         stream.error = reason
         self.lost.append(reason)
-        self.close_streams([stream])
 
     def _readable(self, fd: int) -> None:
         """Read one ready socket: the hot path of the generator."""
@@ -381,6 +418,18 @@ class Driver:
             publishers.append(publisher)
         return publishers
 
+    def _publisher_closed(self, publisher: Publisher) -> None:
+        if not self._keep_publishing:
+            raise LoadError("the broker closed a publisher connection")
+        self.epoll.unregister(publisher.fd)
+        del self.publishers[publisher.fd]
+        publisher.sock.close()
+        (replacement,) = self.open_publishers(1)
+        self.publisher_reconnects += 1
+        if publisher.in_flight:
+            self.pushes_sent_again += 1
+            self._send(replacement, publisher.request)
+
     def close_publishers(self) -> None:
         for publisher in self.publishers.values():
             self.epoll.unregister(publisher.fd)
@@ -388,15 +437,23 @@ class Driver:
         self.publishers.clear()
 
     def _post(self, publisher: Publisher, body: bytes) -> None:
+        key = ""
+        if self._keep_publishing:
+            self._pushes_keyed += 1
+            key = f"Idempotency-Key: bench-{id(self)}-{self._pushes_keyed}\r\n"
         head = (
             f"POST / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAuthorization: Bearer {self.secret}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{key}\r\n"
         ).encode()
+        self._send(publisher, head + body)
+
+    def _send(self, publisher: Publisher, request: bytes) -> None:
         publisher.in_flight = True
+        publisher.request = request
         publisher.sent_at = perf_counter()
         publisher.sock.setblocking(True)  # requests are small: the kernel takes them whole
         try:
-            publisher.sock.sendall(head + body)
+            publisher.sock.sendall(request)
         finally:
             publisher.sock.setblocking(False)
 
@@ -405,8 +462,11 @@ class Driver:
             data = publisher.sock.recv(_RECV_SIZE)
         except BlockingIOError:
             return
+        except ConnectionResetError:
+            data = b""
         if not data:
-            raise LoadError("the broker closed a publisher connection")
+            self._publisher_closed(publisher)
+            return
         publisher.buffer += data
         while True:
             head_end = publisher.buffer.find(b"\r\n\r\n")
@@ -545,15 +605,19 @@ class Driver:
         max_pending: int = 200,
         linger: float = 1.0,
         snapshot: Callable[[], Any] = lambda: None,
+        drop: Callable[[], None] | None = None,
     ) -> StormResult:
         """A reconnect storm. Pushes go on at ``rate`` per second on the open publishers from
         start to end (``body(i)`` builds the i-th, whose seq is ``first_seq + i``). After
         ``drop_after`` seconds every stream in ``streams`` is closed at once, as a proxy
         restart or a network blip would, and reopened at once with ``request_for(index,
         the last event id it saw)``, at most ``max_pending`` handshakes in flight, a refused
-        one retried after ``retry_after`` seconds. The storm ends when every stream is back
-        and has received a message pushed after the drop, or ``timeout`` seconds after the
-        drop; then the pushes stop and the streams are read for ``linger`` seconds more.
+        one retried after ``retry_after`` seconds. With ``drop``, the broker drops them
+        instead: ``drop()`` is called (a signal to drain, say) and each stream it ends is
+        reopened after its ``retry:`` hint, as EventSource does. The storm ends when every
+        stream is back and has received a message pushed after the drop, or ``timeout``
+        seconds after the drop; then the pushes stop and the streams are read for
+        ``linger`` seconds more.
 
         ``snapshot()`` is called at the drop and at the end of the storm.
         """
@@ -561,7 +625,7 @@ class Driver:
             raise LoadError("no publisher connection open")
         result = StormResult()
         self._answers = []
-        publishers = list(self.publishers.values())
+        self._keep_publishing = drop is not None
         connector: Connector | None = None
         before: Any = None
         result.started = start = perf_counter()
@@ -571,8 +635,9 @@ class Driver:
         cpu_before = cpu_seconds_self()
         while True:
             now = perf_counter()
+            publishers = list(self.publishers.values())  # a drain replaces them
             sent, wait = self._publish_due(publishers, sent, sys.maxsize, body, rate, start, now)
-            if connector is None and now >= start + drop_after:
+            if connector is None and now >= start + drop_after and drop is None:
                 # What each client had seen is settled before the clock starts: the drop itself
                 # is the close of every socket, back to back.
                 last_ids = [stream.seen_until_now() for stream in streams]
@@ -583,6 +648,13 @@ class Driver:
                 result.dropped_at = perf_counter()
                 self.close_streams(streams)
                 connector = Connector(self, requests, max_pending=max_pending, retry_after=retry_after)
+            elif connector is None and now >= start + drop_after and drop is not None:
+                result.first_seq_after_drop = self._awaited_seq = first_seq + sent
+                connector = self._await_drain(streams, request_for, max_pending, retry_after)
+                before = snapshot()
+                cpu_before = cpu_seconds_self()
+                result.dropped_at = perf_counter()
+                drop()
             if connector is not None:
                 connector.start_more(now)
                 if connector.done and not result.all_back_at:
@@ -601,13 +673,35 @@ class Driver:
         result.pushes = sent
         self._awaited_seq = None
         self._awaiting.clear()
+        self._ending.clear()
         self._wait_answers(30)
         self.pump(linger)
+        self._keep_publishing = False
+        result.publisher_reconnects, result.pushes_sent_again = self.publisher_reconnects, self.pushes_sent_again
         self._count_answers(result.statuses)
         if connector is not None:
             result.reopened = connector.opened
             result.retries = connector.retries
         return result
+
+    def _await_drain(
+        self,
+        streams: list[Stream],
+        request_for: Callable[[int, str | None], bytes],
+        max_pending: int,
+        retry_after: float,
+    ) -> Connector:
+        """A connector that reopens each of ``streams`` once the broker has ended it, after
+        its ``retry:`` hint, with the last id it saw."""
+        connector = Connector(self, [b""] * len(streams), max_pending=max_pending, retry_after=retry_after, now=False)
+        self._ending = {stream.fd: (index, stream) for index, stream in enumerate(streams)}
+
+        def reopen(index: int, stream: Stream) -> None:
+            last_id = stream.seen_until_now()
+            connector.schedule(index, request_for(index, last_id), perf_counter() + stream.retry_hint())
+
+        self._reopen = reopen
+        return connector
 
     def pump(self, seconds: float) -> None:
         """Read whatever arrives for ``seconds``."""

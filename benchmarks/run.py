@@ -20,6 +20,8 @@ from .profile import Recorder
 from .scenarios import SECRET, Outcome
 
 SCENARIOS = ("idle", "fanout", "latency", "push", "storm", "cluster")
+#: Run only when named in --only: no target reads them.
+OPTIONAL = ("drain",)
 
 #: (case name, scenario, keyword arguments) for the full run and for --quick.
 FULL: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
@@ -43,6 +45,8 @@ FULL: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
     # second of live traffic through the storm, and a message every 0.5 s on each channel.
     "storm": [("reconnect storm", scenarios.storm, {"streams": 10_000, "channels": 10, "rate": 20.0})],
     "cluster": [("cluster", scenarios.fanout, {"subscribers": 1000, "pushes": 200})],
+    # The storm started by the broker: flask-impulse with Redis, one worker, SIGHUP.
+    "drain": [("reconnect storm, drain", scenarios.storm, {"streams": 10_000, "channels": 10, "drain": True})],
 }
 #: Capacity readings that no target reads: run once even under --repeat, which keeps a
 #: ``--repeat 3`` run within about 15 minutes on 2 cores.
@@ -61,13 +65,14 @@ QUICK: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
     ],
     "storm": [("reconnect storm", scenarios.storm, {"streams": 1000, "channels": 10, "rate": 20.0})],
     "cluster": [("cluster", scenarios.fanout, {"subscribers": 300, "pushes": 50})],
+    "drain": [("reconnect storm, drain", scenarios.storm, {"streams": 1000, "channels": 10, "drain": True})],
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for development (writes quick.*)")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS + OPTIONAL}")
     parser.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     parser.add_argument(
         "--repeat",
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     PROFILE = args.profile
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = set(chosen) - set(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS + OPTIONAL)
     if unknown:
         print(f"unknown scenarios: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -159,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rounds = []
             for _ in range(1 if case in ONCE else args.repeat):  # the brokers alternate, so that noise falls on both
-                if scenario_name == "cluster":
-                    rounds.append(run_cluster(case, scenario, kwargs, brokers, factories, extra_env))
+                if scenario_name in ("cluster", "drain"):
+                    rounds.append(run_with_redis(case, scenario, kwargs, brokers, factories, extra_env))
                 else:
                     rounds.append({b: run_case(case, b, scenario, factories[b], kwargs) for b in brokers})
             results[case] = {broker: median_of([r[broker] for r in rounds]) for broker in rounds[0]}
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
     }
     # Only a whole run is "latest"; a run of some cases or brokers, or with extra settings, is a partial one.
-    whole = not (args.cases or args.impulse_env or set(chosen) != set(SCENARIOS) or len(brokers) < 2)
+    whole = not (args.cases or args.impulse_env or not set(SCENARIOS) <= set(chosen) or len(brokers) < 2)
     stem = "quick" if args.quick else "latest" if whole else "partial"
     out = servers.BENCH_DIR / "results"
     out.mkdir(exist_ok=True)
@@ -206,7 +211,7 @@ def median_of(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_cluster(
+def run_with_redis(
     case: str,
     scenario: Callable[..., Outcome],
     kwargs: dict[str, Any],
@@ -214,12 +219,17 @@ def run_cluster(
     factories: dict[str, Any],
     env: dict[str, str],
 ) -> dict[str, Any]:
+    """A case against flask-impulse with Redis: two workers (the cluster, against the one
+    reference process), or one to drain (which the reference has no counterpart for)."""
+    drain = kwargs.get("drain", False)
     outcomes: dict[str, Any] = {}
-    if report.REFERENCE in brokers:
+    if report.REFERENCE in brokers and drain:
+        outcomes[report.REFERENCE] = Outcome(skipped="skipped: the reference has no drain").as_dict()
+    elif report.REFERENCE in brokers:
         outcomes[report.REFERENCE] = run_case(case, report.REFERENCE, scenario, factories[report.REFERENCE], kwargs)
     if report.IMPULSE in brokers:
-        name = report.CLUSTER
-        factory, cleanup, skipped = scenarios.cluster_factory(env)
+        name = "flask-impulse + Redis" if drain else report.CLUSTER
+        factory, cleanup, skipped = scenarios.cluster_factory(env, workers=1 if drain else 2)
         try:
             if factory is None:
                 print(f"-- {case}: {name}: {skipped}", flush=True)

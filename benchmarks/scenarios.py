@@ -326,11 +326,16 @@ def storm(
     rate: float = 20.0,
     warmup: int = 20,
     timeout: float = 180.0,
+    drain: bool = False,
 ) -> Outcome:
     """``streams`` streams on ``channels`` channels, all dropped at once and reconnecting at
     once, each with the ``Last-Event-ID`` it last saw (none when the broker sends no ids),
     while one publisher pushes at ``rate`` per second, round robin over the channels, from
     before the drop until every stream is back and has received a message pushed after it.
+
+    With ``drain``, the broker drops them instead: SIGHUP to gunicorn's master, whose old
+    worker ends every stream with a ``retry:`` hint, and each stream reconnects after it
+    (flask-impulse only, and with Redis, whose history outlives the worker).
 
     Every stream's two connections together must hold each message of its channel at most
     once. A broker that sent ids must also lose none (flask-impulse resumes from its
@@ -364,6 +369,7 @@ def storm(
             drop_after=1.0,
             timeout=timeout,
             snapshot=window(server),
+            drop=server.reload if drain else None,
         )
         outcome.metrics = check_storm(opened, result, warmup, channels, outcome, driver)
         outcome.metrics["resumes"] = "yes" if any(b"\nid: " in stream.body() for stream in opened) else "no"
@@ -428,6 +434,8 @@ def check_storm(
         "pushes_during_storm": warmup + result.pushes - result.first_seq_after_drop,
         "not_back": not_back,
         "retries": sum(result.retries.values()),
+        "publisher_reconnects": result.publisher_reconnects,
+        "pushes_sent_again": result.pushes_sent_again,
         "missed_total": sum(missed),
         "streams_missing": sum(1 for count in missed if count),
         "missed_per_stream_max": max(missed, default=0),
@@ -437,8 +445,10 @@ def check_storm(
 
 
 # -- cluster ------------------------------------------------------------------------------
-def cluster_factory(env: dict[str, str] | None = None) -> tuple[BrokerFactory | None, Callable[[], None], str | None]:
-    """flask-impulse with two workers and a Redis backplane, if this checkout has one.
+def cluster_factory(
+    env: dict[str, str] | None = None, workers: int = 2
+) -> tuple[BrokerFactory | None, Callable[[], None], str | None]:
+    """flask-impulse with ``workers`` workers and a Redis backplane, if this checkout has one.
 
     Returns the factory (None when skipped), a cleanup, and the reason for a skip.
     """
@@ -452,7 +462,7 @@ def cluster_factory(env: dict[str, str] | None = None) -> tuple[BrokerFactory | 
         return None, lambda: None, "skipped: no Redis backplane"
 
     def factory() -> servers.Server:
-        server = servers.impulse(SECRET, workers=2, redis_url=url, env=env)
+        server = servers.impulse(SECRET, workers=workers, redis_url=url, env=env)
         server.companions.append(redis)
         return server
 

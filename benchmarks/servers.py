@@ -175,6 +175,11 @@ class Server:
                 continue
         return total
 
+    def reload(self) -> None:
+        """SIGHUP to gunicorn's master: new workers start, the old ones drain their streams."""
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGHUP)
+
     def stop(self, timeout: float = 10) -> None:
         process, self.process = self.process, None
         if process is None:

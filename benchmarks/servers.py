@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,14 @@ def raise_open_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+class PortTaken(RuntimeError):
+    """The broker exited at start because another process holds its port."""
+
+
+#: How Node, gunicorn and Redis say that a port is taken.
+_PORT_TAKEN = ("EADDRINUSE", "Connection in use", "Address already in use")
+
+
 class Server:
     """A broker process tree: its address, its CPU time and its memory."""
 
@@ -77,10 +86,14 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; log:\n{self.log()}")
-            if ready_path and self._answers(ready_path):
-                return self
-            if not ready_path and self._accepts():
+                output = self.log()
+                self.stop()
+                taken = any(sign in output for sign in _PORT_TAKEN)
+                raise (PortTaken if taken else RuntimeError)(f"{self.name} exited at start; log:\n{output}")
+            if self._answers(ready_path) if ready_path else self._accepts():
+                if not self._listeners_are_ours():
+                    self.stop()
+                    raise PortTaken(f"{self.name}: another process listens on port {self.port} too")
                 return self
             time.sleep(0.05)
         self.stop()
@@ -102,6 +115,25 @@ class Server:
             return False
         finally:
             connection.close()
+
+    def _listeners_are_ours(self) -> bool:
+        """Whether every socket listening on the port belongs to this broker: the reference
+        binds every interface, which Linux allows beside another process's 127.0.0.1 on the
+        same port, and that one would then get the traffic."""
+        listening = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError), open(table) as file:
+                for line in file.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:  # LISTEN
+                        listening.add(f"socket:[{fields[9]}]")
+        ours = set()
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        ours.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        return bool(listening) and listening <= ours
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
@@ -206,11 +238,25 @@ def _parent(pid: int) -> int:
     return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
+def on_a_free_port(start: Callable[[int], Server], attempts: int = 3) -> Server:
+    """``start(port)`` on a port the OS just gave out. Another process can take it between
+    the probe and the broker's bind (on a shared machine; and the reference binds every
+    interface, where the probe bound 127.0.0.1 only): then the broker is started again on
+    another port."""
+    for _ in range(attempts - 1):
+        try:
+            return start(free_port())
+        except PortTaken as exc:
+            print(f"   port taken, starting again: {str(exc).splitlines()[0]}", flush=True)
+    return start(free_port())
+
+
 def reference(secret: str) -> Server:
-    port = free_port()
-    return Server("reference", ["node", str(REFERENCE_CLI), "--port", str(port), "--secret", secret], port).start(
-        ready_path=""
-    )
+    def start(port: int) -> Server:
+        command = ["node", str(REFERENCE_CLI), "--port", str(port), "--secret", secret]
+        return Server("reference", command, port).start(ready_path="")
+
+    return on_a_free_port(start)
 
 
 def impulse_cli() -> str:
@@ -229,22 +275,26 @@ def impulse(
     """The standalone service as its users start it: the ``flask-impulse`` CLI with its
     defaults (gunicorn, gevent workers, its access log), on loopback only (the CLI binds
     0.0.0.0 unless told). ``env`` reaches the service as its environment (``IMPULSE_*``)."""
-    port = free_port()
-    command = [impulse_cli(), "--host", HOST, "--port", str(port), "--secret", secret]
-    if workers != 1:
-        command += ["--workers", str(workers)]
+    options = ["--workers", str(workers)] if workers != 1 else []
     if redis_url:
-        command += ["--redis-url", redis_url]
+        options += ["--redis-url", redis_url]
     # This checkout's package, whatever the virtualenv's flask-impulse was installed from.
     env = {"PYTHONPATH": str(ROOT), **(env or {})}
     name = "flask-impulse" if workers == 1 else f"flask-impulse-{workers}w"
-    return Server(name, command, port, env=env).start(ready_path="/health")
+
+    def start(port: int) -> Server:
+        command = [impulse_cli(), "--host", HOST, "--port", str(port), "--secret", secret, *options]
+        return Server(name, command, port, env=env).start(ready_path="/health")
+
+    return on_a_free_port(start)
 
 
 def redis() -> Server:
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    return Server("redis", command, port).start(ready_path="")
+    def start(port: int) -> Server:
+        command = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+        return Server("redis", command, port).start(ready_path="")
+
+    return on_a_free_port(start)
 
 
 def has_redis_backplane(redis_url: str) -> bool:

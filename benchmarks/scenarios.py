@@ -25,6 +25,8 @@ PUBLISHERS = 4  # concurrent keep-alive publisher connections in fan-out bursts
 #: Publisher connections in the push scenario, as issue 13 measured it: a backend's pool of
 #: keep-alive connections, one request in flight on each.
 PUSH_PUBLISHERS = 8
+#: Publisher connections in the storm: enough that the pace holds while answers slow down.
+STORM_PUBLISHERS = 4
 
 BrokerFactory = Callable[[], servers.Server]
 
@@ -330,7 +332,7 @@ def storm(
 ) -> Outcome:
     """``streams`` streams on ``channels`` channels, all dropped at once and reconnecting at
     once, each with the ``Last-Event-ID`` it last saw (none when the broker sends no ids),
-    while one publisher pushes at ``rate`` per second, round robin over the channels, from
+    while a publisher pushes at ``rate`` per second, round robin over the channels, from
     before the drop until every stream is back and has received a message pushed after it.
 
     With ``drain``, the broker drops them instead: SIGHUP to gunicorn's master, whose old
@@ -357,7 +359,7 @@ def storm(
             return bodies[seq % channels](seq)
 
         # Paced pushes before the drop, so that every stream has seen an id and both brokers run warm code.
-        driver.open_publishers(1)
+        driver.open_publishers(STORM_PUBLISHERS)
         pre = driver.run(pushes=warmup, body=body, expect_frames=warmup * per_channel, rate=rate, timeout=60, linger=0)
         check_run(pre, outcome, expect_sent=warmup * per_channel)
         result = driver.storm(
@@ -424,6 +426,8 @@ def check_storm(
     if twice:
         outcome.errors.append(f"{twice} messages received twice (or on the wrong channel)")
     receiving = sorted(stream.receiving_at - result.dropped_at for stream in back if stream.receiving_at)
+    pushed_after = warmup + result.pushes - result.first_seq_after_drop
+    storm_seconds = result.all_receiving_at - result.dropped_at
     return {
         "streams": len(dropped),
         "channels": channels,
@@ -431,7 +435,8 @@ def check_storm(
         "all_receiving_s": (round(result.all_receiving_at - result.dropped_at, 3) if result.all_receiving_at else None),
         "receiving_p50_s": round(percentile(receiving, 0.50), 3),
         "reconnects_per_s": round(len(back) / (result.all_back_at - result.dropped_at)) if result.all_back_at else None,
-        "pushes_during_storm": warmup + result.pushes - result.first_seq_after_drop,
+        "pushes_during_storm": pushed_after,
+        "push_rate_during_storm": round(pushed_after / storm_seconds, 1) if result.all_receiving_at else None,
         "not_back": not_back,
         "retries": sum(result.retries.values()),
         "publisher_reconnects": result.publisher_reconnects,

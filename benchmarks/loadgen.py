@@ -269,7 +269,7 @@ class Driver:
         self._reopen: Callable[[int, Stream], None] = lambda index, stream: None
         # In a drain, the broker closes publisher connections too: each is reopened, and a push
         # it had in flight is sent again with the same Idempotency-Key, which makes that safe.
-        self._keep_publishing = False
+        self._publishers_reconnect = False
         self._pushes_keyed = 0
         self.publisher_reconnects = 0
         self.pushes_sent_again = 0
@@ -419,7 +419,7 @@ class Driver:
         return publishers
 
     def _publisher_closed(self, publisher: Publisher) -> None:
-        if not self._keep_publishing:
+        if not self._publishers_reconnect:
             raise LoadError("the broker closed a publisher connection")
         self.epoll.unregister(publisher.fd)
         del self.publishers[publisher.fd]
@@ -438,7 +438,7 @@ class Driver:
 
     def _post(self, publisher: Publisher, body: bytes) -> None:
         key = ""
-        if self._keep_publishing:
+        if self._publishers_reconnect:
             self._pushes_keyed += 1
             key = f"Idempotency-Key: bench-{id(self)}-{self._pushes_keyed}\r\n"
         head = (
@@ -625,7 +625,7 @@ class Driver:
             raise LoadError("no publisher connection open")
         result = StormResult()
         self._answers = []
-        self._keep_publishing = drop is not None
+        self._publishers_reconnect = drop is not None
         connector: Connector | None = None
         before: Any = None
         result.started = start = perf_counter()
@@ -637,24 +637,23 @@ class Driver:
             now = perf_counter()
             publishers = list(self.publishers.values())  # a drain replaces them
             sent, wait = self._publish_due(publishers, sent, sys.maxsize, body, rate, start, now)
-            if connector is None and now >= start + drop_after and drop is None:
-                # What each client had seen is settled before the clock starts: the drop itself
-                # is the close of every socket, back to back.
-                last_ids = [stream.seen_until_now() for stream in streams]
-                requests = [request_for(index, last_id) for index, last_id in enumerate(last_ids)]
+            if connector is None and now >= start + drop_after:
                 result.first_seq_after_drop = self._awaited_seq = first_seq + sent
+                if drop is None:
+                    # What each client had seen is settled before the clock starts: the drop
+                    # itself is the close of every socket, back to back.
+                    last_ids = [stream.seen_until_now() for stream in streams]
+                    requests = [request_for(index, last_id) for index, last_id in enumerate(last_ids)]
+                    connector = Connector(self, requests, max_pending=max_pending, retry_after=retry_after)
+                else:
+                    connector = self._await_drain(streams, request_for, max_pending, retry_after)
                 before = snapshot()
                 cpu_before = cpu_seconds_self()
                 result.dropped_at = perf_counter()
-                self.close_streams(streams)
-                connector = Connector(self, requests, max_pending=max_pending, retry_after=retry_after)
-            elif connector is None and now >= start + drop_after and drop is not None:
-                result.first_seq_after_drop = self._awaited_seq = first_seq + sent
-                connector = self._await_drain(streams, request_for, max_pending, retry_after)
-                before = snapshot()
-                cpu_before = cpu_seconds_self()
-                result.dropped_at = perf_counter()
-                drop()
+                if drop is None:
+                    self.close_streams(streams)
+                else:
+                    drop()
             if connector is not None:
                 connector.start_more(now)
                 if connector.done and not result.all_back_at:
@@ -676,7 +675,7 @@ class Driver:
         self._ending.clear()
         self._wait_answers(30)
         self.pump(linger)
-        self._keep_publishing = False
+        self._publishers_reconnect = False
         result.publisher_reconnects, result.pushes_sent_again = self.publisher_reconnects, self.pushes_sent_again
         self._count_answers(result.statuses)
         if connector is not None:

@@ -162,8 +162,10 @@ class Impulse:
     # -- access ----------------------------------------------------------------------------
     def authorize(self, hook: SubscribeHook) -> SubscribeHook:
         """Decorate a function that decides whether a stream may open, asked once per channel
-        with a ``SubscribeRequest``. It allows by returning ``True``; returning anything else
-        or raising ``AccessDenied(reason)`` answers 403. Every hook must allow."""
+        with a ``SubscribeRequest``. It allows by returning ``True``, or a subject (a non-empty
+        string: who the stream is, its member id on presence channels); returning anything else
+        or raising ``AccessDenied(reason)`` answers 403. Every hook must allow, and the hooks
+        that name a subject must name the same one."""
         return self._register(self._subscribe_hooks, hook)
 
     def authorize_push(self, hook: PublishHook) -> PublishHook:

@@ -148,8 +148,8 @@ def stream() -> Response:
                 preamble += encode_event(_json.dumps({"lastEventId": last_event_id}), event="gap")
             replay = resumed.messages
         if state.presence.enabled:
-            # JWT mode: the verified subject (a clientId would let anyone pose as anyone).
-            member = admission.audience if state.gatekeeper.jwt_mode else client_id
+            # A hook's subject, or the verified token's; a clientId only outside JWT mode.
+            member = admission.member(client_id)
             state.presence.enter(connection, member, watch=request.args.get("presence") in ("1", "true"))
     except BaseException:
         state.presence.leave(connection)

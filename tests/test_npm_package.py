@@ -403,3 +403,50 @@ def test_on_error_hears_each_final_error_once(project: Path, standalone: Service
     else:  # a closed port: one passing error, one reconnect, then the final one
         errors = node(project, ERRORS.replace("URL", f"http://127.0.0.1:{free_port()}/"))
         assert errors == [[False, None], [True, None]]
+
+
+PRESENCE = """\
+import { createRealtimeClient } from 'flask-impulse'
+
+const base = 'URL'
+const seen = []
+setTimeout(() => { console.log(JSON.stringify({ error: 'not done in time', seen })); process.exit(1) }, 30000)
+const client = createRealtimeClient({ serviceUrl: base, retryDelay: 50 })
+let alice = null
+client.subscribe('room:node', (event) => {
+  seen.push(['message', event.channel, event.payload])
+  console.log(JSON.stringify(seen))
+  process.exit(0)
+})
+client.onPresence('room:node', async (event) => {
+  seen.push(['presence', event.channel, event.member, event.action])
+  if (event.action === 'join') alice.abort()  // her only stream ends: she leaves
+  else await fetch(base, { method: 'POST', headers: { Authorization: 'Bearer SECRET' },
+                           body: JSON.stringify({ channel: 'room:node', payload: 'after' }) })
+})
+const off = client.onConnectionState(async (state) => {
+  if (state !== 'connected') return
+  off()
+  alice = new AbortController()
+  try {
+    // Her join may arrive, and abort this, before the answer's headers do.
+    const response = await fetch(base + '?channel=room:node&clientId=alice', { signal: alice.signal })
+    const reader = response.body.getReader()
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read());
+  } catch (error) {
+    if (error.name !== 'AbortError') throw error
+  }
+})
+"""
+
+
+def test_on_presence_hears_join_and_leave_and_messages_stay_with_subscribe(project: Path) -> None:
+    from tests.conftest import SECRET, serve
+
+    with serve("wsgi:app", "npm-presence", REALTIME_SECRET=SECRET, IMPULSE_PRESENCE_CHANNELS="room:*") as service:
+        seen = node(project, PRESENCE.replace("URL", service.base).replace("SECRET", SECRET))
+    assert seen == [
+        ["presence", "room:node", "alice", "join"],
+        ["presence", "room:node", "alice", "leave"],
+        ["message", "room:node", "after"],
+    ]

@@ -213,15 +213,19 @@ class Console:
         return top
 
     def _backplane(self) -> dict[str, Any]:
+        from .broker import MemoryBackplane
+        from .broker.redis import RedisBackplane  # imports redis-py only when one is built
+
         backplane = self.broker.backplane
-        client = getattr(backplane, "client", None)
-        if client is None:
+        if isinstance(backplane, MemoryBackplane):
             return {"kind": "memory", "status": "ok"}
+        if not isinstance(backplane, RedisBackplane):  # an app's own: nothing to ask it
+            return {"kind": type(backplane).__name__, "status": "unknown"}
         import redis
 
         started = time.perf_counter()
         try:
-            client.ping()
+            backplane.client().ping()
         except (redis.RedisError, OSError) as exc:
             return {"kind": "redis", "status": "unreachable", "details": type(exc).__name__}
         return {"kind": "redis", "status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}

@@ -377,9 +377,10 @@ PAGE = """<!doctype html>
   <section class="figures" aria-label="Live figures">
     <div class="figure"><span class="label">Connections</span><span id="connections" class="value">-</span>
       <span id="connections-note" class="note"></span></div>
-    <div class="figure"><span class="label">Pushes / s</span><span id="push-rate" class="value">-</span>
+    <div class="figure"><span class="label">Pushes / s (last 10 s)</span><span id="push-rate" class="value">-</span>
       <span id="push-total" class="note"></span></div>
-    <div class="figure"><span class="label">Deliveries / s</span><span id="delivery-rate" class="value">-</span>
+    <div class="figure"><span class="label">Deliveries / s (last 10 s)</span>
+      <span id="delivery-rate" class="value">-</span>
       <span id="delivery-total" class="note"></span></div>
     <div class="figure"><span class="label">Slow-consumer drops</span><span id="drops" class="value">-</span>
       <span id="drops-note" class="note"></span></div>

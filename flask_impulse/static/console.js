@@ -6,6 +6,7 @@
 (function () {
   const POLL_MS = 1000;
   const MAX_RECEIVED = 200;
+  const RECENT = 10;
   const body = document.body;
   const base = body.dataset.base;
   const consoleUrl = body.dataset.console;
@@ -49,9 +50,11 @@
     setText("connections", String(instance.connections));
     setText("connections-note", instance.workers + " worker(s); " + snapshot.worker.connections + " on pid " + snapshot.worker.pid);
     const samples = snapshot.rates.samples;
-    const last = samples[samples.length - 1];
-    setText("push-rate", formatRate(last && last.pushes));
-    setText("delivery-rate", formatRate(last && last.deliveries));
+    // The figures are the mean of the last RECENT samples: steadier than one second's.
+    const recent = samples.slice(-RECENT);
+    const mean = (name) => (recent.length ? recent.reduce((sum, sample) => sum + sample[name], 0) / recent.length : undefined);
+    setText("push-rate", formatRate(mean("pushes")));
+    setText("delivery-rate", formatRate(mean("deliveries")));
     setText("push-total", snapshot.totals.pushes + " in all");
     setText("delivery-total", snapshot.totals.deliveries + " in all");
     setText("drops", String(snapshot.totals.drops), snapshot.totals.drops ? "bad" : "");

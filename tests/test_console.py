@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_impulse import ConfigurationError
+from flask_impulse import ConfigurationError, metrics
 from flask_impulse.console import (
     CONSOLE_HEADERS,
     COOKIE,
@@ -26,6 +26,7 @@ from flask_impulse.console import (
 from flask_impulse.state import EXTENSION_KEY
 from tests.support.apps import make_app
 from tests.support.secrets import CONSOLE_TOKEN, PUSH_SECRET
+from tests.support.server import free_port
 
 CONSOLE = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
 
@@ -291,3 +292,19 @@ def test_the_console_token_is_redacted_from_every_log_record(caplog: pytest.LogC
     with caplog.at_level(logging.INFO):
         logging.getLogger("an.app").info("GET /rt/console/snapshot, Authorization: %s", CONSOLE_TOKEN)
     assert CONSOLE_TOKEN not in caplog.text
+
+
+def test_a_redis_that_does_not_answer_is_shown_as_unreachable_not_a_500() -> None:
+    app = console_app(IMPULSE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", IMPULSE_TOKEN_HASH_KEY="k" * 32)
+    answer = app.test_client().get("/rt/console/snapshot", headers=CONSOLE)
+    assert answer.status_code == 200
+    assert answer.get_json()["backplane"] == {"kind": "redis", "status": "unreachable", "details": "ConnectionError"}
+    app.extensions[EXTENSION_KEY].broker.backplane.close()
+
+
+def test_slow_consumer_drops_are_counted_with_metrics_off() -> None:
+    app = console_app()
+    console = app.extensions[EXTENSION_KEY].console
+    assert not metrics.recorder.enabled
+    metrics.recorder.dropped()
+    assert console.own_figures()["totals"]["drops"] == 1

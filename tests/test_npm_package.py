@@ -128,6 +128,11 @@ off()
 client.onConnectionState((state) => console.log(state === 'connected'))
 client.onError((error: RealtimeError) => console.log(error.status, error.final, error.missedMessages))
 console.log(client.getStats().connections)
+const leave = client.onPresence('chat:message', (event) => {
+  const action: 'join' | 'leave' = event.action
+  console.log(event.channel, event.member, action)
+}, { token: 't' })
+leave()
 
 const server = createServerClient<RealtimeTypes>({ serviceUrl: 'http://localhost:8080/', token: 's' })
 const sent: Promise<number> = server.push('shapes', { name: 'line', points: [{ x: 0, y: 1 }] }, { topic: 'r' })
@@ -149,6 +154,8 @@ void server.pushMany([{ channel: 'shapes', payload: { name: 'dot' } }])
 const client = createRealtimeClient<RealtimeTypes>({ serviceUrl: 'http://localhost:8080/' })
 client.subscribe('notification:new', (event) => console.log(event.payload.type === 'urgent'))
 client.subscribe('no:such:channel', () => {})
+client.onPresence('no:such:channel', () => {})
+client.onPresence('shapes', (event) => console.log(event.action === 'kicked'))
 """
 
 
@@ -161,7 +168,7 @@ def test_a_wrong_payload_fails_to_compile(project: Path) -> None:
     result = tsc(project, TS_WRONG)
     assert result.returncode != 0
     lines = sorted({int(line) for line in re.findall(r"usage\.ts\((\d+),\d+\): error TS\d+", result.stdout)})
-    assert lines == [5, 6, 8, 9], result.stdout
+    assert lines == [5, 6, 8, 9, 10, 11], result.stdout
 
 
 @pytest.fixture(scope="module")

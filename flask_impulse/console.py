@@ -150,12 +150,7 @@ class Console:
                 alive.tick()
 
         timer.start(tick)
-        self._timer = timer
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+        self._timer = timer  # held: the watcher lives as long as its console
 
     def tick(self) -> None:
         """Publish this worker's figures for the others; sample the instance's totals."""

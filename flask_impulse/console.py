@@ -404,8 +404,10 @@ PAGE = """<!doctype html>
       <label>Channel <input id="subscribe-channel" name="channel" required maxlength="256"></label>
       <label>Subscriber token <input id="subscribe-token" name="token" autocomplete="off"></label>
       <label class="inline"><input id="subscribe-presence" type="checkbox" name="presence"> presence events</label>
-      <button id="subscribe-button" type="submit">Subscribe</button>
-      <button id="unsubscribe-button" type="button" disabled>Close</button>
+      <div class="buttons">
+        <button id="subscribe-button" type="submit">Subscribe</button>
+        <button id="unsubscribe-button" type="button" disabled>Close</button>
+      </div>
     </form>
     <p id="subscribe-state" class="note">Not subscribed.</p>
     <ol id="received" class="log"></ol>

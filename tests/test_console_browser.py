@@ -86,13 +86,18 @@ def test_the_console_follows_streams_and_pushes_from_its_form(
         page.find("#subscribe-button").click()
         page.wait_for_text("#subscribe-state", "Subscribed to room:demo.")
         page.wait_for_text("#connections", "5")
+        # A member joins the page's presence channel: the page lists the named event.
+        streams.enter_context(SSEStream(server.url + "/", {"channel": "room:demo", "clientId": "carol"}))
+        join = {"channel": "room:demo", "member": "carol", "action": "join"}
+        page.wait_for_text("#received li.presence", "presence " + json.dumps(join, separators=(",", ":")))
+        page.wait_for_text("#connections", "6")
 
         fill(page, "#push-channel", "room:demo")
         fill(page, "#push-payload", '{"text": "hello from the console"}')
         page.find("#push-button").click()
         answer = page.wait_until(lambda: page.find("#push-answer").text, "the push's answer")
         status, _, body = answer.partition(" ")
-        assert status == "200" and json.loads(body)["sent"] == 2
+        assert status == "200" and json.loads(body)["sent"] == 3
         [message] = subscriber.messages(1)
         assert message == {"channel": "room:demo", "payload": {"text": "hello from the console"}}
         expected = json.dumps(message, separators=(",", ":"))

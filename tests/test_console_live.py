@@ -4,6 +4,7 @@ form that answers as POST BASE does; the token never reaches the log."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -31,6 +32,8 @@ def console(redis_server: RedisServer) -> Iterator[Service]:
         "IMPULSE_PRESENCE_CHANNELS": "room:*",
         # Two workers share pushes through Redis, as two instances would.
         "IMPULSE_REDIS_URL": redis_server.url,
+        # A short queue, so that a client that reads nothing is dropped after a few megabytes.
+        "IMPULSE_QUEUE_MAX_MESSAGES": "20",
     }
     with LiveServer(env=env, workers=2, name="console") as server:
         yield Service(server, server.url + "/", SECRET)
@@ -141,3 +144,23 @@ def test_the_token_in_a_query_never_reaches_the_access_log(console: Service) -> 
     assert CONSOLE_TOKEN not in opened.headers["Set-Cookie"]
     wait_for(lambda: "/console?token=[redacted]" in console.server.log(), "the access log line")
     assert CONSOLE_TOKEN not in console.server.log()
+
+
+def test_a_slow_consumer_dropped_is_counted(console: Service) -> None:
+    before = snapshot(console)["totals"]["drops"]
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing: its buffers soon fill
+    try:
+        slow.connect(("127.0.0.1", console.server.port))
+        slow.sendall(b"GET /?channel=flood HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        wait_for(lambda: snapshot(console)["instance"]["connections"] == 1, "the slow stream")
+        batch = [{"channel": "flood", "payload": "x" * 16_000}] * 50  # 800 kB a request
+        # At most 40 batches (32 MB): the socket's buffers and a queue of 20 hold far less.
+        for _ in range(40):
+            assert console.push(batch).status_code == 200
+            if snapshot(console)["totals"]["drops"] > before:
+                break
+        wait_for(lambda: snapshot(console)["totals"]["drops"] == before + 1, "the drop in the instance's totals")
+        wait_for(lambda: snapshot(console)["instance"]["connections"] == 0, "the dropped stream to be gone")
+    finally:
+        slow.close()

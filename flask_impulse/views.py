@@ -148,8 +148,8 @@ def stream() -> Response:
                 preamble += encode_event(_json.dumps({"lastEventId": last_event_id}), event="gap")
             replay = resumed.messages
         if state.presence.enabled:
-            # JWT mode: the verified subject (a clientId would let anyone pose as anyone).
-            member = admission.audience if state.gatekeeper.jwt_mode else client_id
+            # A hook's subject, or the verified token's; a clientId only outside JWT mode.
+            member = admission.member(client_id)
             state.presence.enter(connection, member, watch=request.args.get("presence") in ("1", "true"))
     except BaseException:
         state.presence.leave(connection)
@@ -214,6 +214,13 @@ def push() -> Response:
     publisher = request.remote_addr or ""
     if settings.secrets:
         publisher = check_publisher(request.headers.get("Authorization"), settings.secrets)
+    return publish_request_body(state, publisher)
+
+
+def publish_request_body(state: ImpulseState, publisher: str) -> Response:
+    """The push endpoint once its caller is known: the body read, validated, rate-limited as
+    ``publisher``, checked by the hooks and published. The console's push form comes here too."""
+    settings = state.settings
     body = _read_body(settings.max_body_size)
     parsed = _with_header_key(parse_push_body(body, settings))
     batch = parsed if isinstance(parsed, list) else [parsed]

@@ -128,6 +128,11 @@ off()
 client.onConnectionState((state) => console.log(state === 'connected'))
 client.onError((error: RealtimeError) => console.log(error.status, error.final, error.missedMessages))
 console.log(client.getStats().connections)
+const leave = client.onPresence('chat:message', (event) => {
+  const action: 'join' | 'leave' = event.action
+  console.log(event.channel, event.member, action)
+}, { token: 't' })
+leave()
 
 const server = createServerClient<RealtimeTypes>({ serviceUrl: 'http://localhost:8080/', token: 's' })
 const sent: Promise<number> = server.push('shapes', { name: 'line', points: [{ x: 0, y: 1 }] }, { topic: 'r' })
@@ -149,6 +154,8 @@ void server.pushMany([{ channel: 'shapes', payload: { name: 'dot' } }])
 const client = createRealtimeClient<RealtimeTypes>({ serviceUrl: 'http://localhost:8080/' })
 client.subscribe('notification:new', (event) => console.log(event.payload.type === 'urgent'))
 client.subscribe('no:such:channel', () => {})
+client.onPresence('no:such:channel', () => {})
+client.onPresence('shapes', (event) => console.log(event.action === 'kicked'))
 """
 
 
@@ -161,7 +168,7 @@ def test_a_wrong_payload_fails_to_compile(project: Path) -> None:
     result = tsc(project, TS_WRONG)
     assert result.returncode != 0
     lines = sorted({int(line) for line in re.findall(r"usage\.ts\((\d+),\d+\): error TS\d+", result.stdout)})
-    assert lines == [5, 6, 8, 9], result.stdout
+    assert lines == [5, 6, 8, 9, 10, 11], result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -498,3 +505,50 @@ def test_on_error_hears_each_final_error_once(project: Path, standalone: Service
     else:  # a closed port: one passing error, one reconnect, then the final one
         errors = node(project, ERRORS.replace("URL", f"http://127.0.0.1:{free_port()}/"))
         assert errors == [[False, None], [True, None]]
+
+
+PRESENCE = """\
+import { createRealtimeClient } from 'flask-impulse'
+
+const base = 'URL'
+const seen = []
+setTimeout(() => { console.log(JSON.stringify({ error: 'not done in time', seen })); process.exit(1) }, 30000)
+const client = createRealtimeClient({ serviceUrl: base, retryDelay: 50 })
+let alice = null
+client.subscribe('room:node', (event) => {
+  seen.push(['message', event.channel, event.payload])
+  console.log(JSON.stringify(seen))
+  process.exit(0)
+})
+client.onPresence('room:node', async (event) => {
+  seen.push(['presence', event.channel, event.member, event.action])
+  if (event.action === 'join') alice.abort()  // her only stream ends: she leaves
+  else await fetch(base, { method: 'POST', headers: { Authorization: 'Bearer SECRET' },
+                           body: JSON.stringify({ channel: 'room:node', payload: 'after' }) })
+})
+const off = client.onConnectionState(async (state) => {
+  if (state !== 'connected') return
+  off()
+  alice = new AbortController()
+  try {
+    // Her join may arrive, and abort this, before the answer's headers do.
+    const response = await fetch(base + '?channel=room:node&clientId=alice', { signal: alice.signal })
+    const reader = response.body.getReader()
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read());
+  } catch (error) {
+    if (error.name !== 'AbortError') throw error
+  }
+})
+"""
+
+
+def test_on_presence_hears_join_and_leave_and_messages_stay_with_subscribe(project: Path) -> None:
+    from tests.conftest import SECRET, serve
+
+    with serve("wsgi:app", "npm-presence", REALTIME_SECRET=SECRET, IMPULSE_PRESENCE_CHANNELS="room:*") as service:
+        seen = node(project, PRESENCE.replace("URL", service.base).replace("SECRET", SECRET))
+    assert seen == [
+        ["presence", "room:node", "alice", "join"],
+        ["presence", "room:node", "alice", "leave"],
+        ["message", "room:node", "after"],
+    ]

@@ -7,6 +7,7 @@ import argparse
 import datetime
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from . import report, scenarios, servers
 from .profile import Recorder
 from .scenarios import SECRET, Outcome
 
-SCENARIOS = ("idle", "fanout", "latency", "push", "cluster")
+SCENARIOS = ("idle", "fanout", "latency", "push", "storm", "cluster")
+#: Run only when named in --only: no target reads them.
+OPTIONAL = ("drain",)
 
 #: (case name, scenario, keyword arguments) for the full run and for --quick.
 FULL: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
@@ -38,10 +41,19 @@ FULL: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
         ("push 100 subs", scenarios.push, {"subscribers": 100, "pushes": 2000, "warmup": 200}),
         ("push batch of 100", scenarios.push, {"subscribers": 0, "pushes": 100, "batch": 100, "warmup": 10}),
     ],
+    # 10,000 streams on 10 channels, 20 pushes per second round robin: 20,000 deliveries per
+    # second of live traffic through the storm, and a message every 0.5 s on each channel.
+    "storm": [("reconnect storm", scenarios.storm, {"streams": 10_000, "channels": 10, "rate": 20.0})],
     "cluster": [("cluster", scenarios.fanout, {"subscribers": 1000, "pushes": 200})],
+    # The storm started by the broker: flask-impulse with Redis, one worker, SIGHUP.
+    "drain": [("reconnect storm, drain", scenarios.storm, {"streams": 10_000, "channels": 10, "drain": True})],
 }
+#: Capacity readings that no target reads: run once even under --repeat, which keeps a
+#: ``--repeat 3`` run within about 15 minutes on 2 cores.
+ONCE = {"idle 1000", "idle 18000"}
 QUICK: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
-    "idle": [("idle 1000", scenarios.idle, {"streams": 1000})],
+    # Named as the full run's case its targets read, at quick sizes (as every quick case is).
+    "idle": [("idle 10000", scenarios.idle, {"streams": 1000})],
     "fanout": [
         ("fanout 1000x200", scenarios.fanout, {"subscribers": 300, "pushes": 50}),
         ("fanout 100x2000", scenarios.fanout, {"subscribers": 50, "pushes": 400}),
@@ -52,14 +64,16 @@ QUICK: dict[str, list[tuple[str, Callable[..., Outcome], dict[str, Any]]]] = {
         ("push 100 subs", scenarios.push, {"subscribers": 100, "pushes": 300, "warmup": 50}),
         ("push batch of 100", scenarios.push, {"subscribers": 0, "pushes": 20, "batch": 100, "warmup": 5}),
     ],
+    "storm": [("reconnect storm", scenarios.storm, {"streams": 1000, "channels": 10, "rate": 20.0})],
     "cluster": [("cluster", scenarios.fanout, {"subscribers": 300, "pushes": 50})],
+    "drain": [("reconnect storm, drain", scenarios.storm, {"streams": 1000, "channels": 10, "drain": True})],
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for development (writes quick.*)")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS + OPTIONAL}")
     parser.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     parser.add_argument(
         "--repeat",
@@ -107,7 +121,7 @@ def run_case(name: str, broker: str, scenario: Callable[..., Outcome], factory: 
 PROFILE = False
 
 
-def profiled(factory: Any, case: str, broker: str) -> Any:
+def profiled(factory: Callable[[], servers.Server], case: str, broker: str) -> Callable[[], servers.Server]:
     """``factory``, with py-spy recording the broker's workers over the timed window."""
 
     def start() -> servers.Server:
@@ -128,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     PROFILE = args.profile
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = set(chosen) - set(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS + OPTIONAL)
     if unknown:
         print(f"unknown scenarios: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -142,26 +156,28 @@ def main(argv: list[str] | None = None) -> int:
         report.REFERENCE: lambda: servers.reference(SECRET),
         report.IMPULSE: lambda: servers.impulse(SECRET, env=extra_env),
     }
+    # Before the first case, so that the load average is the one the run started under.
+    run_meta = meta(args, sys.argv[1:] if argv is None else argv, open_files)
     results: dict[str, dict[str, Any]] = {}
     for scenario_name in chosen:
         for case, scenario, kwargs in plan[scenario_name]:
             if cases and case not in cases:
                 continue
             rounds = []
-            for _ in range(args.repeat):  # the brokers alternate, so that noise falls on both
-                if scenario_name == "cluster":
-                    rounds.append(run_cluster(case, scenario, kwargs, brokers, factories))
+            for _ in range(1 if case in ONCE else args.repeat):  # the brokers alternate, so that noise falls on both
+                if scenario_name in ("cluster", "drain"):
+                    rounds.append(run_with_redis(case, scenario, kwargs, brokers, factories, extra_env))
                 else:
                     rounds.append({b: run_case(case, b, scenario, factories[b], kwargs) for b in brokers})
             results[case] = {broker: median_of([r[broker] for r in rounds]) for broker in rounds[0]}
     targets = report.evaluate(results)
-    document = {
-        "meta": meta(args, open_files),
+    document: dict[str, Any] = {
+        "meta": run_meta,
         "results": results,
         "targets": targets,
     }
     # Only a whole run is "latest"; a run of some cases or brokers, or with extra settings, is a partial one.
-    whole = not (args.cases or args.impulse_env or set(chosen) != set(SCENARIOS) or len(brokers) < 2)
+    whole = not (args.cases or args.impulse_env or not set(SCENARIOS) <= set(chosen) or len(brokers) < 2)
     stem = "quick" if args.quick else "latest" if whole else "partial"
     out = servers.BENCH_DIR / "results"
     out.mkdir(exist_ok=True)
@@ -196,15 +212,25 @@ def median_of(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_cluster(
-    case: str, scenario: Callable[..., Outcome], kwargs: dict[str, Any], brokers: list[str], factories: dict[str, Any]
+def run_with_redis(
+    case: str,
+    scenario: Callable[..., Outcome],
+    kwargs: dict[str, Any],
+    brokers: list[str],
+    factories: dict[str, Any],
+    env: dict[str, str],
 ) -> dict[str, Any]:
+    """A case against flask-impulse with Redis: two workers (the cluster, against the one
+    reference process), or one to drain (which the reference has no counterpart for)."""
+    drain = kwargs.get("drain", False)
     outcomes: dict[str, Any] = {}
-    if report.REFERENCE in brokers:
+    if report.REFERENCE in brokers and drain:
+        outcomes[report.REFERENCE] = Outcome(skipped="skipped: the reference has no drain").as_dict()
+    elif report.REFERENCE in brokers:
         outcomes[report.REFERENCE] = run_case(case, report.REFERENCE, scenario, factories[report.REFERENCE], kwargs)
     if report.IMPULSE in brokers:
-        name = "flask-impulse 2 workers + Redis"
-        factory, cleanup, skipped = scenarios.cluster_factory()
+        name = "flask-impulse + Redis" if drain else report.CLUSTER
+        factory, cleanup, skipped = scenarios.cluster_factory(env, workers=1 if drain else 2)
         try:
             if factory is None:
                 print(f"-- {case}: {name}: {skipped}", flush=True)
@@ -216,10 +242,12 @@ def run_cluster(
     return outcomes
 
 
-def meta(args: argparse.Namespace, open_files: int) -> dict[str, Any]:
-    def command(*words: str) -> str:
+def meta(args: argparse.Namespace, words: list[str], open_files: int) -> dict[str, Any]:
+    """Where and how the run was made; ``words`` are its command-line arguments."""
+
+    def output(*program: str) -> str:
         try:
-            return subprocess.run(words, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(program, capture_output=True, text=True, timeout=10).stdout.strip()
         except OSError:
             return ""
 
@@ -227,15 +255,13 @@ def meta(args: argparse.Namespace, open_files: int) -> dict[str, Any]:
         load = file.read().split()[:3]
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks"
-        + (" --quick" if args.quick else "")
-        + (f" --repeat {args.repeat}" if args.repeat > 1 else ""),
+        "command": shlex.join(["python", "-m", "benchmarks", *words]),
         "repeat": args.repeat,
         "quick": args.quick,
-        "commit": command("git", "-C", str(servers.ROOT), "rev-parse", "--short", "HEAD"),
+        "commit": output("git", "-C", str(servers.ROOT), "rev-parse", "--short", "HEAD"),
         "python": platform.python_version(),
-        "node": command("node", "--version"),
-        "cpus": command("nproc"),
+        "node": output("node", "--version"),
+        "cpus": output("nproc"),
         "cpu_model": _cpu_model(),
         "load_average_at_start": load,
         "open_files_limit": open_files,

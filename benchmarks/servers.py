@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,7 @@ LOG_DIR = BENCH_DIR / "results" / "logs"
 REFERENCE_PACKAGE = "@impulselab/realtime-service"
 REFERENCE_CLI = BENCH_DIR / "node_modules" / "@impulselab" / "realtime-service" / "dist" / "cli.js"
 _TICKS = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
 
 
 def ensure_reference_installed() -> None:
@@ -48,6 +51,14 @@ def raise_open_file_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class PortTaken(RuntimeError):
+    """The broker exited at start because another process holds its port."""
+
+
+#: How Node, gunicorn and Redis say that a port is taken.
+_PORT_TAKEN = ("EADDRINUSE", "Connection in use", "Address already in use")
 
 
 class Server:
@@ -75,10 +86,14 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; log:\n{self.log()}")
-            if ready_path and self._answers(ready_path):
-                return self
-            if not ready_path and self._accepts():
+                output = self.log()
+                self.stop()
+                taken = any(sign in output for sign in _PORT_TAKEN)
+                raise (PortTaken if taken else RuntimeError)(f"{self.name} exited at start; log:\n{output}")
+            if self._answers(ready_path) if ready_path else self._accepts():
+                if not self._listeners_are_ours():
+                    self.stop()
+                    raise PortTaken(f"{self.name}: another process listens on port {self.port} too")
                 return self
             time.sleep(0.05)
         self.stop()
@@ -86,13 +101,13 @@ class Server:
 
     def _accepts(self) -> bool:
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            socket.create_connection((HOST, self.port), timeout=1).close()
         except OSError:
             return False
         return True
 
     def _answers(self, path: str) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
         try:
             connection.request("GET", path)
             return connection.getresponse().status < 500
@@ -100,6 +115,25 @@ class Server:
             return False
         finally:
             connection.close()
+
+    def _listeners_are_ours(self) -> bool:
+        """Whether every socket listening on the port belongs to this broker: the reference
+        binds every interface, which Linux allows beside another process's 127.0.0.1 on the
+        same port, and that one would then get the traffic."""
+        listening = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError), open(table) as file:
+                for line in file.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:  # LISTEN
+                        listening.add(f"socket:[{fields[9]}]")
+        ours = set()
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        ours.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        return bool(listening) and listening <= ours
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
@@ -173,6 +207,11 @@ class Server:
                 continue
         return total
 
+    def reload(self) -> None:
+        """SIGHUP to gunicorn's master: new workers start, the old ones drain their streams."""
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGHUP)
+
     def stop(self, timeout: float = 10) -> None:
         process, self.process = self.process, None
         if process is None:
@@ -199,43 +238,63 @@ def _parent(pid: int) -> int:
     return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
+def on_a_free_port(start: Callable[[int], Server], attempts: int = 3) -> Server:
+    """``start(port)`` on a port the OS just gave out. Another process can take it between
+    the probe and the broker's bind (on a shared machine; and the reference binds every
+    interface, where the probe bound 127.0.0.1 only): then the broker is started again on
+    another port."""
+    for _ in range(attempts - 1):
+        try:
+            return start(free_port())
+        except PortTaken as exc:
+            print(f"   port taken, starting again: {str(exc).splitlines()[0]}", flush=True)
+    return start(free_port())
+
+
 def reference(secret: str) -> Server:
-    port = free_port()
-    return Server("reference", ["node", str(REFERENCE_CLI), "--port", str(port), "--secret", secret], port).start(
-        ready_path=""
-    )
+    def start(port: int) -> Server:
+        command = ["node", str(REFERENCE_CLI), "--port", str(port), "--secret", secret]
+        return Server("reference", command, port).start(ready_path="")
+
+    return on_a_free_port(start)
+
+
+def impulse_cli() -> str:
+    """The ``flask-impulse`` console script beside this Python (a virtualenv that is not
+    activated), or on PATH."""
+    beside = Path(sys.executable).with_name("flask-impulse")
+    found = str(beside) if beside.exists() else shutil.which("flask-impulse")
+    if found is None:
+        raise RuntimeError("no flask-impulse command: pip install -e . in this checkout")
+    return found
 
 
 def impulse(
     secret: str, *, workers: int = 1, redis_url: str | None = None, env: dict[str, str] | None = None
 ) -> Server:
-    """The standalone service exactly as documented: gunicorn, gevent workers, our config."""
-    port = free_port()
-    env = {"REALTIME_SECRET": secret, "PYTHONPATH": str(ROOT), **(env or {})}
+    """The standalone service as its users start it: the ``flask-impulse`` CLI with its
+    defaults (gunicorn, gevent workers, its access log), on loopback only (the CLI binds
+    0.0.0.0 unless told). ``env`` reaches the service as its environment (``IMPULSE_*``)."""
+    options = ["--workers", str(workers)] if workers != 1 else []
     if redis_url:
-        env["IMPULSE_REDIS_URL"] = redis_url
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:flask_impulse.gunicorn_config",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "wsgi:app",
-    ]
+        options += ["--redis-url", redis_url]
+    # This checkout's package, whatever the virtualenv's flask-impulse was installed from.
+    env = {"PYTHONPATH": str(ROOT), **(env or {})}
     name = "flask-impulse" if workers == 1 else f"flask-impulse-{workers}w"
-    return Server(name, command, port, env=env).start(ready_path="/health")
+
+    def start(port: int) -> Server:
+        command = [impulse_cli(), "--host", HOST, "--port", str(port), "--secret", secret, *options]
+        return Server(name, command, port, env=env).start(ready_path="/health")
+
+    return on_a_free_port(start)
 
 
 def redis() -> Server:
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    return Server("redis", command, port).start(ready_path="")
+    def start(port: int) -> Server:
+        command = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+        return Server("redis", command, port).start(ready_path="")
+
+    return on_a_free_port(start)
 
 
 def has_redis_backplane(redis_url: str) -> bool:

@@ -29,7 +29,7 @@ from .security.tokens import issue_token
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .client import EventStream, PushResult, RealtimeClient, ServerClient
+    from .client import EventStream, PresenceEvent, PushResult, RealtimeClient, ServerClient
     from .extension import Impulse
     from .security.access import PublishRequest, SubscribeRequest
 
@@ -39,7 +39,7 @@ def __getattr__(name: str) -> Any:
     # gunicorn master, so gevent can patch it cleanly in the workers. The extension imports
     # Flask and gevent, which a script or serverless function that only pushes or subscribes
     # does not need: ``from flask_impulse import ServerClient, Channel`` loads neither.
-    if name in ("EventStream", "PushResult", "RealtimeClient", "ServerClient"):
+    if name in ("EventStream", "PresenceEvent", "PushResult", "RealtimeClient", "ServerClient"):
         from . import client
 
         return getattr(client, name)
@@ -66,6 +66,7 @@ __all__ = [
     "InvalidPayload",
     "MissedMessages",
     "OutcomeUnknown",
+    "PresenceEvent",
     "PublishRequest",
     "Push",
     "PushDenied",

@@ -147,6 +147,9 @@ DEFAULTS: dict[str, Any] = {
     # With Redis, seconds between the rewrites of each worker's presence counts: a killed
     # instance's members stop being counted within 3 times this, their leave events within 4.
     "IMPULSE_PRESENCE_REFRESH": 5.0,
+    # Bearer token of the operator console at BASE/console and its JSON snapshot (docs/console.md);
+    # unset, the console does not exist (404). Grants a view of every channel and a push: a secret.
+    "IMPULSE_CONSOLE_TOKEN": None,
 }
 
 
@@ -191,6 +194,7 @@ class Settings:
     presence_channels: tuple[str, ...]
     presence_max_members: int
     presence_refresh: float
+    console_token: str | None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -205,6 +209,11 @@ class Settings:
         values["validate_payloads"] = _as_bool(values["validate_payloads"])
         values["security_headers"] = _as_bool(values["security_headers"])
         values["presence_channels"] = _as_tuple(values["presence_channels"])
+        if not isinstance(values["console_token"], str | None):
+            raise ConfigurationError("IMPULSE_CONSOLE_TOKEN must be a string")
+        console_token = checked_secrets("IMPULSE_CONSOLE_TOKEN", values["console_token"])
+        _warn_if_short("IMPULSE_CONSOLE_TOKEN", console_token)
+        values["console_token"] = console_token[0] if console_token else None
         health_path = values["health_path"]
         values["health_path"] = "/" + health_path.strip("/")
         ready_path = values["ready_path"] or values["health_path"] + "/ready"

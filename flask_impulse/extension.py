@@ -13,6 +13,8 @@ from . import metrics
 from .broker import Backplane, Broker, MemoryBackplane, Published
 from .channels import Channel, Push, Tokens
 from .config import DEFAULTS, SecuritySettings, Settings
+from .console import Console
+from .console import create_blueprint as create_console_blueprint
 from .errors import ConfigurationError
 from .presence import Presence
 
@@ -53,6 +55,8 @@ class Impulse:
             raise TypeError(f"unknown Impulse options: {', '.join(sorted(unknown))}")
         self._options = {f"IMPULSE_{name.upper()}": value for name, value in options.items()}
         self.blueprint: Blueprint = create_blueprint()
+        # Its routes exist always and answer 404 until IMPULSE_CONSOLE_TOKEN is set.
+        self.blueprint.register_blueprint(create_console_blueprint())
         self._subscribe_hooks: list[SubscribeHook] = []
         self._publish_hooks: list[PublishHook] = []
         # The state of every app this extension is set up on. push() outside any app context
@@ -100,12 +104,15 @@ class Impulse:
         presence = Presence(
             settings.presence_channels, settings.presence_max_members, _presence_store(settings, backplane)
         )
-        state = ImpulseState(settings, broker, cors, gatekeeper, presence, self.channels, limiter)
+        console = Console(settings.console_token, broker, presence) if settings.console_token else None
+        state = ImpulseState(settings, broker, cors, gatekeeper, presence, self.channels, limiter, console)
         if settings.validate_payloads:
             for declared in self.channels.values():
                 declared.prepare_validation()
         app.extensions[EXTENSION_KEY] = state
         self._apps.append(state)
+        if console is not None:
+            console.start()
 
     def create_backplane(self, settings: Settings) -> Backplane:
         """In memory for one process; Redis (``IMPULSE_REDIS_URL``) for many workers and replicas."""
@@ -156,8 +163,10 @@ class Impulse:
     # -- access ----------------------------------------------------------------------------
     def authorize(self, hook: SubscribeHook) -> SubscribeHook:
         """Decorate a function that decides whether a stream may open, asked once per channel
-        with a ``SubscribeRequest``. It allows by returning ``True``; returning anything else
-        or raising ``AccessDenied(reason)`` answers 403. Every hook must allow."""
+        with a ``SubscribeRequest``. It allows by returning ``True``, or a subject (a non-empty
+        string: who the stream is, its member id on presence channels); returning anything else
+        or raising ``AccessDenied(reason)`` answers 403. Every hook must allow, and the hooks
+        that name a subject must name the same one."""
         return self._register(self._subscribe_hooks, hook)
 
     def authorize_push(self, hook: PublishHook) -> PublishHook:
@@ -304,6 +313,7 @@ def _secret_values(settings: Settings, security: SecuritySettings) -> list[str |
     return [
         *settings.secrets,
         settings.health_token,
+        settings.console_token,
         settings.token_hash_key,
         *security.jwt_secret,
         *(line for line in pem_lines if not line.startswith("-----")),

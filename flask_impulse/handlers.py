@@ -94,8 +94,8 @@ def open_stream(state: ImpulseState, request: Request) -> Iterator[bytes] | byte
                 preamble += encode_event(_json.dumps({"lastEventId": last_event_id}), event="gap")
             replay = resumed.messages
         if state.presence.enabled:
-            # JWT mode: the verified subject (a clientId would let anyone pose as anyone).
-            member = admission.audience if state.gatekeeper.jwt_mode else client_id
+            # A hook's subject, or the verified token's; a clientId only outside JWT mode.
+            member = admission.member(client_id)
             state.presence.enter(connection, member, watch=request.args.get("presence") in ("1", "true"))
     except BaseException:
         state.presence.leave(connection)
@@ -153,6 +153,13 @@ def push(state: ImpulseState, request: Request) -> dict[str, Any]:
     publisher = request.remote_addr or ""
     if settings.secrets:
         publisher = check_publisher(request.environ.get("HTTP_AUTHORIZATION"), settings.secrets)
+    return publish(state, request, publisher)
+
+
+def publish(state: ImpulseState, request: Request, publisher: str) -> dict[str, Any]:
+    """The push endpoint once its caller is known: the body read, validated, rate-limited as
+    ``publisher``, checked by the hooks and published. The console's push form comes here too."""
+    settings = state.settings
     body = _read_body(request, settings.max_body_size)
     parsed = _with_header_key(request, parse_push_body(body, settings))
     batch = parsed if isinstance(parsed, list) else [parsed]

@@ -8,6 +8,10 @@ whenever a stream opens or ends. ``/health`` sums the files. A worker that exits
 counting at once: the master deletes its files when it reaps it (``child_exit``), and a
 reader skips the file of a pid that no longer runs (a worker killed but not yet reaped).
 
+The operator console (``console.py``) adds a second file per worker beside the count,
+``<pid>.<slot>.json``, rewritten once a second (written aside, then renamed into place): its
+running totals and its channels' stream counts. It lives and dies with the count file.
+
 Without that directory (an embedded app, the Flask dev server, tests) the count is the
 process's own, which is then the whole instance.
 """
@@ -15,10 +19,12 @@ process's own, which is then the whole instance.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 #: The environment variable naming the instance directory, set by the master for its workers.
 ENVIRON = "FLASK_IMPULSE_INSTANCE_DIR"
@@ -80,6 +86,36 @@ class StreamCount:
             except (OSError, ValueError):
                 continue  # removed meanwhile (the worker exited), or being created
         return total
+
+    def publish_figures(self, figures: dict[str, Any]) -> None:
+        """Write this worker's console figures for the other workers (a no-op when embedded)."""
+        directory = os.environ.get(ENVIRON)
+        if not directory:
+            return
+        path = os.path.join(directory, f"{os.getpid()}.{self._slot}.json")
+        try:
+            with open(path + ".tmp", "w") as aside:
+                json.dump(figures, aside)
+            os.replace(path + ".tmp", path)
+        except OSError:
+            return  # the directory is gone: the instance is shutting down
+
+    def other_figures(self) -> list[dict[str, Any]]:
+        """The console figures the instance's other live workers last wrote."""
+        directory = os.environ.get(ENVIRON)
+        if not directory:
+            return []
+        me = os.getpid()
+        found = []
+        for path in Path(directory).glob(f"*.{self._slot}.json"):
+            pid = int(path.name.split(".", 1)[0])
+            if pid == me or not _running(pid):
+                continue
+            try:
+                found.append(json.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                continue  # removed meanwhile
+        return found
 
     def _file(self) -> int | None:
         pid = os.getpid()

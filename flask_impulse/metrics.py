@@ -30,8 +30,24 @@ QUEUE_SAMPLE_INTERVAL = 5.0
 DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class Totals:
+    """Plain running counts of this process, kept whether Prometheus is on or not: the
+    operator console draws its rates from them (``console.py``). One addition per push."""
+
+    __slots__ = ("deliveries", "drops", "pushes")
+
+    def __init__(self) -> None:
+        self.pushes = 0
+        self.deliveries = 0
+        self.drops = 0
+
+
+#: This process's totals, since it started.
+totals = Totals()
+
+
 class Recorder:
-    """Does nothing: what runs while metrics are off."""
+    """Keeps the plain :data:`totals` only: what runs while metrics are off."""
 
     enabled = False
 
@@ -43,12 +59,15 @@ class Recorder:
 
     def published(self, count: int = 1) -> None:
         """``count`` pushes were accepted (each message of a batch counts)."""
+        totals.pushes += count
 
     def delivered(self, count: int) -> None:
         """``count`` messages were queued or written to local streams."""
+        totals.deliveries += count
 
     def dropped(self) -> None:
         """A slow consumer was closed."""
+        totals.drops += 1
 
     def written(self, published_at: float) -> None:
         """A write went out whose oldest message was published at ``published_at`` (epoch seconds)."""
@@ -87,13 +106,16 @@ class PrometheusRecorder(Recorder):
         self.connections.dec()
 
     def published(self, count: int = 1) -> None:
+        totals.pushes += count
         self.pushes.inc(count)
 
     def delivered(self, count: int) -> None:
         if count:
+            totals.deliveries += count
             self.deliveries.inc(count)
 
     def dropped(self) -> None:
+        totals.drops += 1
         self.drops.inc()
 
     def written(self, published_at: float) -> None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .channels import Channel
     from .config import Settings
+    from .console import Console
     from .presence import Presence
     from .security.access import Gatekeeper
     from .security.ratelimit import PushRateLimiter
@@ -34,3 +35,5 @@ class ImpulseState:
     #: The declared channels of the extension (shared with it), by name.
     channels: Mapping[str, Channel[Any]] = field(default_factory=dict)
     push_rate_limiter: PushRateLimiter | None = None
+    #: The operator console (``IMPULSE_CONSOLE_TOKEN``); None when it is off.
+    console: Console | None = None

@@ -160,6 +160,26 @@ def test_private_notification_appears_on_the_recipients_page_only(
     assert bob.console_errors() == []
 
 
+#: What makes a control look like the composer's: a secondary control differing in one is unstyled.
+#: (Send's padding differs on purpose: it stretches to the height of the message box.)
+BUTTON_LOOK = ("font-family", "font-size", "border-top-width", "border-top-style", "border-top-color",
+               "border-top-left-radius", "background-color", "color")  # fmt: skip
+FIELD_LOOK = (*BUTTON_LOOK, "padding-top")
+
+
+def test_secondary_controls_look_like_the_composers(chat: ChatExample, open_page: Callable[..., Page]) -> None:
+    page = open_chat(open_page, chat, "styles")
+    sign_in(page, "Ada")  # shows the notifier's form
+
+    def look(css: str, properties: tuple[str, ...]) -> dict[str, str]:
+        return {name: page.find(css).value_of_css_property(name) for name in properties}
+
+    for button in ("#join button", "#signin", "#notify"):
+        assert look(button, BUTTON_LOOK) == look("#send", BUTTON_LOOK), button
+    for field in ("#join input", "#recipient", "#note"):
+        assert look(field, FIELD_LOOK) == look("#author", FIELD_LOOK), field
+
+
 ROOM_RULE = "room must be 1 to 32 lowercase letters, digits, '-' or '_', starting with a letter or digit"
 
 

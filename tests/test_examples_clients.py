@@ -50,14 +50,30 @@ def test_dashboard_page_updates_live_from_the_background_greenlet(
     dashboard: Dashboard, open_page: Callable[..., Page]
 ) -> None:
     page = open_page(dashboard.url + "/", name="dashboard")
+    # Full from the first second: every point of the window is drawn at load, before any push.
+    assert len(page.find("#chart").get_attribute("points").split()) == 61
     page.wait_for_attribute("#status", "data-state", "connected")
     first = int(page.wait_until(lambda: page.find("#tick").text if page.find("#tick").text != "0" else None, "a tick"))
     page.wait_until(lambda: int(page.find("#tick").text) >= first + 3, "three more ticks")
     page.wait_for_text("#subscribers", "1")
     assert page.find("#orders").text.isdigit()
     assert len(page.find("#load").text.split()) == 3
-    assert page.find("#chart").get_attribute("points").count(",") >= 3
+    assert len(page.find("#chart").get_attribute("points").split()) == 61  # each push shifts the window
     assert page.console_errors() == []
+
+
+def test_dashboard_chart_has_a_title_axes_and_units(dashboard: Dashboard, open_page: Callable[..., Page]) -> None:
+    page = open_page(dashboard.url + "/", name="dashboard-chart")
+    assert page.find("#chart-title").text == "Orders per minute, last 12 s"  # 60 intervals of 0.2 s
+    assert page.find("#y-title").text == "orders / min"
+    assert page.find("#x-title").text == "time (seconds before now)"
+    minus = "\N{MINUS SIGN}"
+    x_labels = [f"{minus}12 s", f"{minus}9 s", f"{minus}6 s", f"{minus}3 s", "now"]
+    assert [label.text for label in page.find_all("#x-axis text")] == x_labels
+    y_labels = [int(label.text) for label in page.find_all("#y-axis text")]
+    assert y_labels[0] == 0 and y_labels == sorted(y_labels) and len(y_labels) >= 2
+    heights = [float(point.split(",")[1]) for point in page.find("#chart").get_attribute("points").split()]
+    assert all(40 <= height <= 210 for height in heights)  # every point inside the axes, under the top label
 
 
 def test_dashboard_pushes_are_typed_metrics_on_one_channel(dashboard: Dashboard) -> None:

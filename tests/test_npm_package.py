@@ -128,6 +128,11 @@ off()
 client.onConnectionState((state) => console.log(state === 'connected'))
 client.onError((error: RealtimeError) => console.log(error.status, error.final, error.missedMessages))
 console.log(client.getStats().connections)
+const leave = client.onPresence('chat:message', (event) => {
+  const action: 'join' | 'leave' = event.action
+  console.log(event.channel, event.member, action)
+}, { token: 't' })
+leave()
 
 const server = createServerClient<RealtimeTypes>({ serviceUrl: 'http://localhost:8080/', token: 's' })
 const sent: Promise<number> = server.push('shapes', { name: 'line', points: [{ x: 0, y: 1 }] }, { topic: 'r' })
@@ -149,6 +154,8 @@ void server.pushMany([{ channel: 'shapes', payload: { name: 'dot' } }])
 const client = createRealtimeClient<RealtimeTypes>({ serviceUrl: 'http://localhost:8080/' })
 client.subscribe('notification:new', (event) => console.log(event.payload.type === 'urgent'))
 client.subscribe('no:such:channel', () => {})
+client.onPresence('no:such:channel', () => {})
+client.onPresence('shapes', (event) => console.log(event.action === 'kicked'))
 """
 
 
@@ -161,7 +168,7 @@ def test_a_wrong_payload_fails_to_compile(project: Path) -> None:
     result = tsc(project, TS_WRONG)
     assert result.returncode != 0
     lines = sorted({int(line) for line in re.findall(r"usage\.ts\((\d+),\d+\): error TS\d+", result.stdout)})
-    assert lines == [5, 6, 8, 9], result.stdout
+    assert lines == [5, 6, 8, 9, 10, 11], result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -267,6 +274,101 @@ def test_the_svelte_stores_follow_a_live_service(frameworks: Path, standalone: S
     assert outcome["events"] == [2, 3]  # the latest two, oldest first
     assert outcome["states"][:2] == ["disconnected", "connecting"] and "connected" in outcome["states"]
     assert outcome["stats"]["subscriptions"] == 0  # the last store subscriber gone, the client unsubscribed
+
+
+VUE = """\
+import { createRenderer, h, nextTick, ref } from 'vue'
+import { createRealtimeClient, createServerClient } from 'flask-impulse'
+import { provideRealtimeClient, useConnectionState, useRealtime } from 'flask-impulse/vue'
+
+setTimeout(() => { console.log(JSON.stringify({ error: 'timed out', ...outcome })); process.exit(1) }, 30000)
+const { SERVICE_URL: serviceUrl, SECRET: token, CHANNEL: channel } = process.env
+const until = async (condition) => { while (!condition()) await new Promise((wake) => setTimeout(wake, 20)) }
+const outcome = { subscribes: 0, unsubscribes: 0, received: [] }
+
+// A renderer on plain objects: Vue's own mount, update and unmount, without a DOM.
+const insert = (child, parent, anchor) => {
+  child.parent = parent
+  const at = anchor ? parent.children.indexOf(anchor) : -1
+  at < 0 ? parent.children.push(child) : parent.children.splice(at, 0, child)
+}
+const { createApp } = createRenderer({
+  createElement: (tag) => ({ tag, children: [], text: '' }),
+  createText: (text) => ({ tag: '#text', children: [], text }),
+  createComment: (text) => ({ tag: '#comment', children: [], text }),
+  setText: (node, text) => { node.text = text },
+  setElementText: (node, text) => { node.text = text },
+  insert,
+  remove: (child) => { child.parent?.children.splice(child.parent.children.indexOf(child), 1) },
+  parentNode: (node) => node.parent ?? null,
+  nextSibling: (node) => node.parent?.children[node.parent.children.indexOf(node) + 1] ?? null,
+  patchProp: () => {},
+})
+
+const client = createRealtimeClient({ serviceUrl })
+const subscribe = client.subscribe
+client.subscribe = (...args) => {
+  outcome.subscribes += 1
+  const off = subscribe(...args)
+  return () => { outcome.unsubscribes += 1; off() }
+}
+const Listener = {
+  props: ['label'],
+  setup(props) {
+    // The handler reads the props of the latest render: a new label needs no new subscription.
+    useRealtime(channel, (event) => outcome.received.push(`${props.label}:${event.payload.n}`))
+    const state = useConnectionState()
+    return () => h('p', state.value)
+  },
+}
+const label = ref('first')
+const shown = ref(true)
+const App = {
+  setup() {
+    provideRealtimeClient(client)
+    return () => h('main', shown.value ? h(Listener, { label: label.value }) : null)
+  },
+}
+const root = { tag: 'root', children: [] }
+outcome.beforeMount = outcome.subscribes
+createApp(App).mount(root)
+outcome.afterMount = outcome.subscribes
+const main = root.children[0]
+await until(() => main.children[0]?.text === 'connected')
+const server = createServerClient({ serviceUrl, token })
+outcome.sent = [await server.push(channel, { n: 1 })]
+await until(() => outcome.received.length === 1)
+label.value = 'second'
+await nextTick()
+outcome.sent.push(await server.push(channel, { n: 2 }))
+await until(() => outcome.received.length === 2)
+outcome.beforeUnmount = { ...client.getStats() }
+shown.value = false
+await nextTick()
+outcome.afterUnmount = client.getStats()
+// The server notices the closed stream on its own schedule: push until nobody receives.
+while ((await server.push(channel, { n: 0 })) !== 0) await new Promise((wake) => setTimeout(wake, 50))
+outcome.received.push('nobody')
+console.log(JSON.stringify(outcome))
+process.exit(0)
+"""
+
+
+def test_the_vue_composable_subscribes_on_mount_keeps_the_latest_handler_and_unsubscribes_on_unmount(
+    frameworks: Path, standalone: Service
+) -> None:
+    (frameworks / "script.mjs").write_text(VUE)
+    environment = {"SERVICE_URL": standalone.base, "SECRET": standalone.secret, "CHANNEL": f"vue-{free_port()}"}
+    result = subprocess.run(["node", "script.mjs"], cwd=frameworks, capture_output=True, text=True, timeout=60,
+                            check=False, env={**os.environ, **environment})  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert (outcome["beforeMount"], outcome["afterMount"]) == (0, 1)
+    assert outcome["sent"] == [1, 1]
+    assert outcome["received"] == ["first:1", "second:2", "nobody"]  # the re-rendered label, no event lost
+    assert outcome["subscribes"] == 1 and outcome["unsubscribes"] == 1  # the new props resubscribed nothing
+    assert outcome["beforeUnmount"]["connections"] == 1 and outcome["beforeUnmount"]["reconnects"] == 0
+    assert outcome["afterUnmount"]["subscriptions"] == 0
 
 
 # -- createServerClient ----------------------------------------------------------------------------
@@ -403,3 +505,50 @@ def test_on_error_hears_each_final_error_once(project: Path, standalone: Service
     else:  # a closed port: one passing error, one reconnect, then the final one
         errors = node(project, ERRORS.replace("URL", f"http://127.0.0.1:{free_port()}/"))
         assert errors == [[False, None], [True, None]]
+
+
+PRESENCE = """\
+import { createRealtimeClient } from 'flask-impulse'
+
+const base = 'URL'
+const seen = []
+setTimeout(() => { console.log(JSON.stringify({ error: 'not done in time', seen })); process.exit(1) }, 30000)
+const client = createRealtimeClient({ serviceUrl: base, retryDelay: 50 })
+let alice = null
+client.subscribe('room:node', (event) => {
+  seen.push(['message', event.channel, event.payload])
+  console.log(JSON.stringify(seen))
+  process.exit(0)
+})
+client.onPresence('room:node', async (event) => {
+  seen.push(['presence', event.channel, event.member, event.action])
+  if (event.action === 'join') alice.abort()  // her only stream ends: she leaves
+  else await fetch(base, { method: 'POST', headers: { Authorization: 'Bearer SECRET' },
+                           body: JSON.stringify({ channel: 'room:node', payload: 'after' }) })
+})
+const off = client.onConnectionState(async (state) => {
+  if (state !== 'connected') return
+  off()
+  alice = new AbortController()
+  try {
+    // Her join may arrive, and abort this, before the answer's headers do.
+    const response = await fetch(base + '?channel=room:node&clientId=alice', { signal: alice.signal })
+    const reader = response.body.getReader()
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read());
+  } catch (error) {
+    if (error.name !== 'AbortError') throw error
+  }
+})
+"""
+
+
+def test_on_presence_hears_join_and_leave_and_messages_stay_with_subscribe(project: Path) -> None:
+    from tests.conftest import SECRET, serve
+
+    with serve("wsgi:app", "npm-presence", REALTIME_SECRET=SECRET, IMPULSE_PRESENCE_CHANNELS="room:*") as service:
+        seen = node(project, PRESENCE.replace("URL", service.base).replace("SECRET", SECRET))
+    assert seen == [
+        ["presence", "room:node", "alice", "join"],
+        ["presence", "room:node", "alice", "leave"],
+        ["message", "room:node", "after"],
+    ]

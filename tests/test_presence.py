@@ -83,6 +83,51 @@ def test_jwt_mode_counts_the_verified_subject_and_ignores_client_id() -> None:
         assert presence_of(app, "room:a")[1]["members"] == [{"id": "alice", "connections": 1}]
 
 
+def test_the_subject_an_authorize_hook_returns_is_the_member_and_client_id_is_ignored() -> None:
+    app, impulse = make_app(IMPULSE_PRESENCE_CHANNELS="room:*")
+    # The app's own word for who the stream is: here a header its session layer would set.
+    impulse.authorize(lambda subscription: subscription.request.headers.get("X-User") or False)
+    client = app.test_client()
+    response = client.get("/rt/?channel=room:a&clientId=mallory", headers={"X-User": "alice"}, buffered=False)
+    try:
+        assert response.status_code == 200
+        assert presence_of(app, "room:a")[1]["members"] == [{"id": "alice", "connections": 1}]
+    finally:
+        response.close()
+    assert client.get("/rt/?channel=room:a&clientId=mallory").status_code == 403
+
+
+def test_a_hook_that_returns_true_keeps_client_id_as_the_member() -> None:
+    app, impulse = make_app(IMPULSE_PRESENCE_CHANNELS="room:*")
+    impulse.authorize(lambda subscription: True)
+    with streams(app, "channel=room:a&clientId=bob"):
+        assert presence_of(app, "room:a")[1]["members"] == [{"id": "bob", "connections": 1}]
+
+
+def test_a_hook_subject_wins_over_the_token_subject_in_jwt_mode() -> None:
+    app, impulse = make_app(IMPULSE_JWT_SECRET=secrets.JWT_SECRET, IMPULSE_PRESENCE_CHANNELS="room:*")
+    impulse.authorize(lambda subscription: f"user:{subscription.subject}")
+    token = make_token("alice", ["room:*"])
+    with streams(app, f"channel=room:a&token={token}"):
+        assert presence_of(app, "room:a")[1]["members"] == [{"id": "user:alice", "connections": 1}]
+
+
+def test_hooks_naming_different_subjects_refuse_the_stream() -> None:
+    app, impulse = make_app(IMPULSE_PRESENCE_CHANNELS="room:*", DEBUG=True)
+    impulse.authorize(lambda subscription: subscription.channel)  # a different subject per channel
+    response = app.test_client().get("/rt/?channel=room:a&channel=room:b")
+    assert response.status_code == 403
+    assert response.get_json()["details"] == "the authorize hooks named different subjects"
+
+
+def test_a_hook_subject_with_a_control_character_is_refused_as_bad_input() -> None:
+    app, impulse = make_app(IMPULSE_PRESENCE_CHANNELS="room:*")
+    impulse.authorize(lambda subscription: "alice\nbob")
+    response = app.test_client().get("/rt/?channel=room:a")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "Invalid subject"
+
+
 def test_members_are_listed_up_to_the_bound_then_only_counted() -> None:
     app, _ = make_app(IMPULSE_PRESENCE_CHANNELS="room:*", IMPULSE_PRESENCE_MAX_MEMBERS=2)
     with streams(app, *(f"channel=room:a&clientId=m{i}" for i in range(3))):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from flask_impulse import ServerClient
+from flask_impulse import PresenceEvent, RealtimeClient, ServerClient
 from tests.conftest import SECRET, Service, serve
 from tests.support.streams import SSEStream
 
@@ -77,3 +77,24 @@ def test_join_and_leave_arrive_in_order_on_a_presence_stream_only(service: Servi
         # The plain stream's first event is the push: no presence event came before it.
         first = plain.next_event(10)
         assert first.event == "message" and json.loads(first.data)["payload"] == "after"
+
+
+def test_realtime_client_on_presence_gets_join_and_leave_and_messages_stay_with_subscribe(service: Service) -> None:
+    channel = "room:python-client"
+    messages: list[Any] = []
+    presence: list[PresenceEvent] = []
+    with RealtimeClient(service.base, retry_delay=0.05) as realtime:
+        realtime.subscribe(channel, messages.append)
+        assert realtime.wait_until_connected(10)
+        # Added to a live stream: the group switches to one that asks for ?presence=1, and is
+        # not connected until that one is open.
+        realtime.on_presence(channel, presence.append)
+        assert realtime.wait_until_connected(10)
+        alice = SSEStream(service.base, {"channel": channel, "clientId": "alice"})
+        assert wait_for(lambda: len(presence) == 1)
+        alice.close()
+        assert wait_for(lambda: len(presence) == 2)
+        assert service.push({"channel": channel, "payload": "hello"}).json()["sent"] >= 1
+        assert wait_for(lambda: len(messages) == 1)
+    assert presence == [PresenceEvent(channel, "alice", "join"), PresenceEvent(channel, "alice", "leave")]
+    assert [(event.channel, event.payload) for event in messages] == [(channel, "hello")]

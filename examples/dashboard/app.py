@@ -14,6 +14,7 @@ import os
 import random
 import sys
 import time
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypedDict
@@ -39,16 +40,25 @@ class Metrics(TypedDict):
 #: time (msgspec, when installed, is faster), `flask impulse typescript` emits it for the front end.
 metrics = Channel("dashboard:metrics", Metrics)
 
+#: Points on the chart: the latest sample and the 60 intervals before it (a minute at 1 s).
+CHART_SAMPLES = 61
+
 app = Flask(__name__)
 app.config["DASHBOARD_INTERVAL"] = float(os.environ.get("DASHBOARD_INTERVAL", "1.0"))
 impulse = Impulse(app, channels=[metrics])
 app.register_blueprint(impulse.blueprint, url_prefix="/realtime")
 _publisher: gevent.Greenlet | None = None
+#: The latest orders-per-minute figures of this worker, oldest first, so that a page opens on a
+#: full chart instead of an empty one that fills in a minute.
+_recent: deque[int] = deque(maxlen=CHART_SAMPLES)
 
 
 @app.get("/")
 def index() -> str:
-    return render_template("index.html", channel=metrics.name)
+    interval = app.config["DASHBOARD_INTERVAL"]
+    return render_template(
+        "index.html", channel=metrics.name, recent=list(_recent), interval=interval, samples=CHART_SAMPLES
+    )
 
 
 @app.before_request
@@ -57,7 +67,16 @@ def start_publisher() -> None:
     probe, or a page): at import time the worker's gevent hub is not running yet."""
     global _publisher
     if _publisher is None:
-        _publisher = gevent.spawn(publish_forever, app.config["DASHBOARD_INTERVAL"])
+        interval = app.config["DASHBOARD_INTERVAL"]
+        # The window before the publisher started, from the same model: the first page opens on a
+        # full chart.
+        _recent.extend(orders_per_minute(-step * interval) for step in range(CHART_SAMPLES, 0, -1))
+        _publisher = gevent.spawn(publish_forever, interval)
+
+
+def orders_per_minute(elapsed: float) -> int:
+    """The made-up figure at ``elapsed`` seconds: a slow wave with noise."""
+    return max(0, round(120 + 40 * math.sin(elapsed / 20) + random.gauss(0, 8)))
 
 
 def publish_forever(interval: float) -> None:
@@ -65,8 +84,8 @@ def publish_forever(interval: float) -> None:
     started = time.monotonic()
     revenue = 0.0
     for tick in range(1, sys.maxsize):
-        elapsed = time.monotonic() - started
-        orders = max(0, round(120 + 40 * math.sin(elapsed / 20) + random.gauss(0, 8)))
+        orders = orders_per_minute(time.monotonic() - started)
+        _recent.append(orders)
         revenue += orders * interval / 60 * random.uniform(20, 60)
         with app.app_context():
             subscribers = len(impulse.state.broker.connections)

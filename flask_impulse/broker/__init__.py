@@ -134,6 +134,15 @@ class Broker:
                     if not signal.receivers:
                         del self._channels[channel]
 
+    @property
+    def stream_count(self) -> StreamCount:
+        """Where this broker's figures meet its instance's other workers' (``instance.py``)."""
+        return self._count
+
+    def channel_counts(self) -> dict[str, int]:
+        """Open streams per channel in this process (a multi-channel stream counts on each)."""
+        return {name: len(signal.receivers) for name, signal in self._channels.items()}
+
     def instance_connections(self) -> int:
         """The open streams of every worker of this instance (this process's alone when embedded)."""
         return self._count.total(len(self.connections))

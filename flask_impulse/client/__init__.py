@@ -10,7 +10,7 @@ standard library; never Flask, gevent, the extension or the server: a script or 
 function imports these with ``requests`` alone.
 """
 
-from .groups import SWITCH_GRACE, ConnectionState, Handler
+from .groups import SWITCH_GRACE, ConnectionState, Handler, PresenceEvent, PresenceHandler
 from .push import RETRIED_STATUSES, PushResult, ServerClient
 from .subscriber import EventStream, RealtimeClient
 
@@ -20,6 +20,8 @@ __all__ = [
     "ConnectionState",
     "EventStream",
     "Handler",
+    "PresenceEvent",
+    "PresenceHandler",
     "PushResult",
     "RealtimeClient",
     "ServerClient",

@@ -30,6 +30,19 @@ T = TypeVar("T")
 
 ConnectionState = Literal["connecting", "connected", "disconnected"]
 Handler = Callable[[Event[T]], object]
+
+
+@dataclass(frozen=True)
+class PresenceEvent:
+    """A member's first stream opened (``join``) or its last one ended (``leave``) on a
+    presence channel: the ``event: presence`` frames a ``?presence=1`` stream carries."""
+
+    channel: str
+    member: str
+    action: Literal["join", "leave"]
+
+
+PresenceHandler = Callable[[PresenceEvent], object]
 #: One logger for every client of the package, whichever module logs.
 _LOG = logging.getLogger("flask_impulse.client")
 #: How long a replaced stream keeps being read after its successor opened, so that a message
@@ -77,8 +90,11 @@ class Owner:
 @dataclass(eq=False)
 class Subscription:
     channel: str
-    handler: Handler[Any]
+    #: A message handler (``Handler``), or a ``PresenceHandler`` when ``presence`` is set.
+    handler: Callable[[Any], object]
     decode: Callable[[Any], Any]
+    #: True: the handler takes the channel's join and leave events, not its messages.
+    presence: bool = False
 
 
 class Group:
@@ -104,26 +120,38 @@ class Group:
         self._recent: deque[str] = deque()
         self._recent_set: set[str] = set()
         self._live_channels: frozenset[str] = frozenset()
+        self._live_presence = False
         self._supervisor: threading.Thread | None = None
+        #: What the next stream asks for: presence events or not (read with the channels).
+        self._presence = False
 
     # -- called under the client's lock --------------------------------------------------------
     def add(self, subscription: Subscription) -> None:
+        watched = self.watches_presence
         handlers = self.subscriptions.setdefault(subscription.channel, [])
         handlers.append(subscription)
-        if len(handlers) == 1:
+        if len(handlers) == 1 or self.watches_presence != watched:
             self._changed()
 
     def remove(self, subscription: Subscription) -> None:
+        watched = self.watches_presence
         handlers = self.subscriptions.get(subscription.channel)
         if handlers and subscription in handlers:
             handlers.remove(subscription)
             if not handlers:
                 del self.subscriptions[subscription.channel]
                 self._changed()
+            elif self.watches_presence != watched:
+                self._changed()
 
     def remove_channel(self, channel: str) -> None:
         if self.subscriptions.pop(channel, None):
             self._changed()
+
+    @property
+    def watches_presence(self) -> bool:
+        """Whether the group's stream asks for presence events (``?presence=1``)."""
+        return any(s.presence for handlers in self.subscriptions.values() for s in handlers)
 
     @property
     def empty(self) -> bool:
@@ -143,7 +171,11 @@ class Group:
 
     @property
     def live(self) -> bool:
-        return self.state == "connected" and set(self.subscriptions) <= self._live_channels
+        return (
+            self.state == "connected"
+            and set(self.subscriptions) <= self._live_channels
+            and self._live_presence >= self.watches_presence
+        )
 
     def _changed(self) -> None:
         with self._wake:
@@ -178,9 +210,12 @@ class Group:
                     self._dirty = False
                 with self.owner.lock:
                     channels = self.channels
+                    self._presence = self.watches_presence
                 if not channels:
                     return
                 if current is not None and not current.ended:
+                    if current.channels == channels and current.presence == self._presence:
+                        continue  # changed and changed back, or several changes seen in one pass
                     if not self._switch(current, channels):
                         continue  # the replacement failed: the next pass reconnects
                     retries = 0
@@ -211,7 +246,7 @@ class Group:
                 stream = self._open(channels, self.last_event_id)
                 if stream.connected:
                     retries = 0
-                    self._live_channels = frozenset(channels)
+                    self._live_channels, self._live_presence = frozenset(channels), self._presence
                     self._set_state("connected")
         finally:
             for stream in list(self._streams):
@@ -219,7 +254,7 @@ class Group:
             self._current = None
 
     def _open(self, channels: tuple[str, ...], last_event_id: str) -> Stream:
-        stream = Stream(self, channels, last_event_id)
+        stream = Stream(self, channels, last_event_id, self._presence)
         self._streams.add(stream)
         self._current = stream
         stream.start()
@@ -233,7 +268,7 @@ class Group:
         if not new.connected:
             old.close()
             return False
-        self._live_channels = frozenset(channels)
+        self._live_channels, self._live_presence = frozenset(channels), self._presence
         self._set_state("connected")
         timer = threading.Timer(min(SWITCH_GRACE, self.owner.settings.heartbeat_interval), old.close)
         timer.daemon = True
@@ -273,9 +308,16 @@ class Group:
         self.owner.state_changed()
 
     # -- reader threads ------------------------------------------------------------------------
-    def dispatch(self, event: ServerSentEvent) -> None:
+    def dispatch(self, event: ServerSentEvent, stream: Stream | None = None) -> None:
         if event.event == "gap":
             self.owner.report(MissedMessages("the server's history no longer holds every missed message"))
+            return
+        if event.event == "presence":
+            # Presence events carry no id to drop a copy by: while a replaced stream is still
+            # read, only the one that replaces it (once open) is heard.
+            current = self._current
+            if stream is None or current is None or stream is current or not current.connected:
+                self._dispatch_presence(event)
             return
         if event.event != "message":
             return
@@ -292,7 +334,7 @@ class Group:
                 self.owner.report(RealtimeClientError(f"unreadable message {event.data[:200]!r}: {exc}"))
                 return
             with self.owner.lock:
-                subscriptions = list(self.subscriptions.get(channel, ()))
+                subscriptions = [s for s in self.subscriptions.get(channel, ()) if not s.presence]
                 self.owner.received()
             for subscription in subscriptions:
                 try:
@@ -300,6 +342,21 @@ class Group:
                     subscription.handler(Event(channel, payload, event.id, self.topic))
                 except Exception as exc:
                     self.owner.report(exc)
+
+    def _dispatch_presence(self, event: ServerSentEvent) -> None:
+        try:
+            data = _json.loads(event.data)
+            presence = PresenceEvent(str(data["channel"]), str(data["member"]), data["action"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self.owner.report(RealtimeClientError(f"unreadable presence event {event.data[:200]!r}: {exc}"))
+            return
+        with self.owner.lock:
+            subscriptions = [s for s in self.subscriptions.get(presence.channel, ()) if s.presence]
+        for subscription in subscriptions:
+            try:
+                subscription.handler(presence)
+            except Exception as exc:
+                self.owner.report(exc)
 
     def _remember(self, event_id: str) -> None:
         self._recent.append(event_id)
@@ -311,9 +368,10 @@ class Group:
 class Stream:
     """One HTTP stream, read on its own thread with a socket timeout of two heartbeats."""
 
-    def __init__(self, group: Group, channels: tuple[str, ...], last_event_id: str) -> None:
+    def __init__(self, group: Group, channels: tuple[str, ...], last_event_id: str, presence: bool = False) -> None:
         self.group = group
         self.channels = channels
+        self.presence = presence
         self.last_event_id = last_event_id
         self.connected = False
         self.ended = False
@@ -366,6 +424,8 @@ class Stream:
             query.append(("token", self.group.token))
         if self.group.topic:
             query.append(("topic", self.group.topic))
+        if self.presence:
+            query.append(("presence", "1"))
         target = (parts.path or "/") + "?" + urlencode(query)
         connection: http.client.HTTPConnection
         if parts.scheme == "https":
@@ -411,7 +471,7 @@ class Stream:
             for event in decoder.feed(chunk):
                 if self._closing:
                     return
-                self.group.dispatch(event)
+                self.group.dispatch(event, self)
 
     def _refused(self, response: http.client.HTTPResponse) -> RealtimeClientError:
         body = response.read(65536)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from ..channels import Channel, Event
 from ..errors import RealtimeClientError
-from .groups import ConnectionState, Group, Handler, Owner, Subscription
+from .groups import ConnectionState, Group, Handler, Owner, PresenceHandler, Subscription
 from .tls import Verify, ssl_context
 
 T = TypeVar("T")
@@ -100,13 +100,24 @@ class RealtimeClient:
     ) -> Callable[[], None]:
         """Call ``handler(event)`` for each message on ``channel`` (``event.payload`` typed by a
         :class:`Channel`); return the function that unsubscribes this handler."""
+        return self._add(channel, handler, token, topic, presence=False)
+
+    def _add(
+        self,
+        channel: Channel[Any] | str,
+        handler: Handler[Any] | PresenceHandler,
+        token: str | None,
+        topic: str | None,
+        *,
+        presence: bool,
+    ) -> Callable[[], None]:
         name = channel.name if isinstance(channel, Channel) else channel
         if not isinstance(name, str) or not name:
             raise ValueError("channel is required and must be a non-empty string")
         if not callable(handler):
             raise TypeError("handler must be callable")
         decode = channel.decode if isinstance(channel, Channel) else _identity
-        subscription = Subscription(name, handler, decode)
+        subscription = Subscription(name, handler, decode, presence)
         key = (token or None, topic or None)
         with self._lock:
             if self._closed:
@@ -116,6 +127,15 @@ class RealtimeClient:
                 group = self._groups[key] = Group(self._owner, token or None, topic or None)
             group.add(subscription)
         return lambda: self._remove(key, subscription)
+
+    def on_presence(
+        self, channel: Channel[Any] | str, handler: PresenceHandler, token: str | None = None, topic: str | None = None
+    ) -> Callable[[], None]:
+        """Call ``handler(PresenceEvent(channel, member, action))`` when a member joins or
+        leaves ``channel``, a presence channel of the server (``IMPULSE_PRESENCE_CHANNELS``):
+        the stream of ``token`` and ``topic`` then asks for them (``?presence=1``). Messages
+        still go to :meth:`subscribe`'s handlers only. Returns the function that removes it."""
+        return self._add(channel, handler, token, topic, presence=True)
 
     def stream(
         self,

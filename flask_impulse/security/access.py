@@ -49,24 +49,46 @@ class PublishRequest:
     request: Request = field(repr=False)
 
 
-#: A hook allows by returning True; anything else, or raising ``AccessDenied``, denies.
-SubscribeHook = Callable[[SubscribeRequest], bool]
+#: A hook allows by returning True; anything else, or raising ``AccessDenied``, denies. A
+#: subscribe hook may also allow by returning a subject, a non-empty string: the identity
+#: the stream counts under on presence channels (docs/presence.md).
+SubscribeHook = Callable[[SubscribeRequest], bool | str]
 PublishHook = Callable[[PublishRequest], bool]
 
 
 class Admission:
     """A stream let in: whom it is for, until when, and the quota it holds until released."""
 
-    __slots__ = ("_connection", "_release_quota", "_timer", "audience", "expires_at")
+    __slots__ = ("_connection", "_release_quota", "_timer", "audience", "expires_at", "identity", "trusts_client_id")
 
-    def __init__(self, audience: str | None, expires_at: float | None, release_quota: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        audience: str | None,
+        expires_at: float | None,
+        release_quota: Callable[[], None],
+        *,
+        identity: str | None = None,
+        trusts_client_id: bool = True,
+    ) -> None:
         #: What the broker hashes into the connection's audience key: the token, or in JWT
         #: mode the token's subject, so that pushes name subjects in audience.tokens.
         self.audience = audience
         self.expires_at = expires_at
+        #: Who the stream is, as the service vouches for it: the subject an authorize hook
+        #: returned, else the verified token's subject.
+        self.identity = identity
+        #: Whether a ``clientId`` the client names may stand in when nobody vouches (not in
+        #: JWT mode, where it would let anyone pose as anyone).
+        self.trusts_client_id = trusts_client_id
         self._release_quota = release_quota
         self._timer: Any = None
         self._connection: Connection | None = None
+
+    def member(self, client_id: str | None) -> str | None:
+        """The stream's identity on presence channels (docs/presence.md)."""
+        if self.identity is not None or not self.trusts_client_id:
+            return self.identity
+        return client_id
 
     def watch(self, connection: Connection) -> None:
         """Close ``connection`` when its token expires: a libev timer, no greenlet per stream."""
@@ -150,12 +172,20 @@ class Gatekeeper:
         audience = token if self.verifier is None else grant.subject if grant is not None else None
         release = self.quotas.acquire(request.remote_addr, self._token_key(audience) if audience else None)
         try:
+            subject = None
             for channel in channels:
-                self._run_subscribe_hooks(channel, topic, token, grant, request)
+                named = self._run_subscribe_hooks(channel, topic, token, grant, request)
+                subject = _agreed(subject, named, channel)
         except BaseException:
             release()
             raise
-        return Admission(audience, grant.expires_at if grant is not None else None, release)
+        return Admission(
+            audience,
+            grant.expires_at if grant is not None else None,
+            release,
+            identity=subject if subject is not None else grant.subject if grant is not None else None,
+            trusts_client_id=self.verifier is None and subject is None,
+        )
 
     def presented_token(self, request: Request) -> str | None:
         """The subscriber's token: ``?token=`` (EventSource cannot set headers), else an
@@ -206,9 +236,10 @@ class Gatekeeper:
 
     def _run_subscribe_hooks(
         self, channel: str, topic: str | None, token: str | None, grant: Grant | None, request: Request
-    ) -> None:
+    ) -> str | None:
+        """Ask every hook about one channel; the subject they named, if any."""
         if not self._subscribe_hooks:
-            return
+            return None
         subscription = SubscribeRequest(
             channel,
             topic,
@@ -217,8 +248,10 @@ class Gatekeeper:
             grant.claims if grant is not None else None,
             _unproxied(request),
         )
+        subject = None
         for hook in self._subscribe_hooks:
-            _ask(hook, subscription, "authorize", channel, SubscriptionDenied)
+            subject = _agreed(subject, _ask(hook, subscription, "authorize", channel, SubscriptionDenied), channel)
+        return subject
 
     # -- publishers -------------------------------------------------------------------------
     def check_pushes(self, pushes: Sequence[PushRequest], request: Request) -> None:
@@ -241,15 +274,34 @@ def _unproxied(request: Request) -> Request:
     return get_object() if get_object is not None else request
 
 
-def _ask(hook: Callable[[Any], bool], question: Any, kind: str, channel: str, denial: type[AccessDenied]) -> None:
-    """A hook's verdict; a denial, its own ``AccessDenied`` included, is answered as ``denial``."""
+def _ask(
+    hook: Callable[[Any], bool | str], question: Any, kind: str, channel: str, denial: type[AccessDenied]
+) -> str | None:
+    """A hook's verdict: None or, from a subscribe hook, the subject it allowed; a denial, its
+    own ``AccessDenied`` included, is answered as ``denial``."""
     check = f"{kind}:{getattr(hook, '__name__', type(hook).__name__)}"
     try:
         answer = hook(question)
     except AccessDenied as exc:
         raise _denied(denial, exc.error, exc.details or "the hook denied it", check, channel, exc.status) from None
-    if answer is not True:
-        raise _denied(denial, "Forbidden", f"the hook returned {type(answer).__name__}, not True", check, channel)
+    if answer is True:
+        return None
+    if denial is SubscriptionDenied and isinstance(answer, str) and answer:
+        # The subject reaches presence answers and events: held to a channel name's rules.
+        return check_name(answer, "the subject an authorize hook returned", MAX_SUBJECT_LENGTH, "Invalid subject")
+    expected = "True or a subject" if denial is SubscriptionDenied else "True"
+    raise _denied(denial, "Forbidden", f"the hook returned {type(answer).__name__}, not {expected}", check, channel)
+
+
+#: Longest subject a hook may name (a presence member id).
+MAX_SUBJECT_LENGTH = 256
+
+
+def _agreed(subject: str | None, named: str | None, channel: str) -> str | None:
+    """One stream has one identity: every hook that names a subject, on every channel, names the same."""
+    if named is None or subject is None or named == subject:
+        return subject if named is None else named
+    raise _denied(SubscriptionDenied, "Forbidden", "the authorize hooks named different subjects", "authorize", channel)
 
 
 def _denied(

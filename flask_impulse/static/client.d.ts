@@ -35,6 +35,14 @@ export interface EventHandler<RT, K extends keyof RT> {
   (event: RealtimeEvent<RT, K>): void
 }
 
+/** A member's first stream opened (join) or its last one ended (leave) on a presence channel. */
+export interface PresenceEvent<K = string> {
+  channel: K
+  /** The member's identity: a token's subject, an authorize hook's subject, or a clientId. */
+  member: string
+  action: 'join' | 'leave'
+}
+
 export interface SubscribeOptions {
   token?: string
   topic?: string
@@ -64,6 +72,8 @@ export declare class RealtimeError extends Error {
 
 export interface RealtimeClient<RT> {
   subscribe<K extends keyof RT & string>(channel: K, handler: EventHandler<RT, K>, options?: SubscribeOptions): () => void
+  /** Join and leave events of a presence channel; the stream asks for them with ?presence=1. */
+  onPresence<K extends keyof RT & string>(channel: K, handler: (event: PresenceEvent<K>) => void, options?: SubscribeOptions): () => void
   unsubscribe(channel: keyof RT & string): void
   unsubscribeAll(channel: keyof RT & string): void
   unsubscribeAllChannels(): void

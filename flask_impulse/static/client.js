@@ -6,6 +6,7 @@
 //   import { createRealtimeClient } from 'flask-impulse'   // or from 'https://realtime.example.com/client.js'
 //   const client = createRealtimeClient({ serviceUrl: 'https://realtime.example.com/' })
 //   const off = client.subscribe('chat:message', (event) => show(event.payload), { topic: 'room-1' })
+//   client.onPresence('room:1', ({ member, action }) => showMember(member, action))   // join / leave
 //
 // Every subscription that shares a token and a topic shares ONE stream (`?channel=a&channel=b`),
 // so a page is not held to the browser's six connections per origin over HTTP/1.1. When that
@@ -57,14 +58,7 @@ function createRealtimeClient(options) {
     if (typeof handler !== "function") {
       throw new Error("handler must be a function");
     }
-    const token = subscribeOptions?.token || null;
-    const topic = subscribeOptions?.topic || null;
-    const key = JSON.stringify([token, topic]);
-    let group = groups.get(key);
-    if (!group) {
-      group = newGroup(key, token, topic);
-      groups.set(key, group);
-    }
+    const group = groupFor(subscribeOptions);
     let handlers = group.handlers.get(channel);
     if (!handlers) {
       handlers = /* @__PURE__ */ new Set();
@@ -84,14 +78,55 @@ function createRealtimeClient(options) {
       }
     };
   }
+  function onPresence(channel, handler, subscribeOptions) {
+    if (!channel || typeof channel !== "string") {
+      throw new Error("channel is required and must be a string");
+    }
+    if (typeof handler !== "function") {
+      throw new Error("handler must be a function");
+    }
+    const group = groupFor(subscribeOptions);
+    const watched = group.presence.size > 0;
+    let handlers = group.presence.get(channel);
+    if (!handlers) {
+      handlers = /* @__PURE__ */ new Set();
+      group.presence.set(channel, handlers);
+    }
+    const entry = { handler };
+    handlers.add(entry);
+    if (!watched || !group.handlers.has(channel)) schedule(group);
+    let subscribed = true;
+    return () => {
+      if (!subscribed) return;
+      subscribed = false;
+      const current = group.presence.get(channel);
+      if (current && current.delete(entry) && current.size === 0) {
+        group.presence.delete(channel);
+        schedule(group);
+      }
+    };
+  }
+  function groupFor(subscribeOptions) {
+    const token = subscribeOptions?.token || null;
+    const topic = subscribeOptions?.topic || null;
+    const key = JSON.stringify([token, topic]);
+    let group = groups.get(key);
+    if (!group) {
+      group = newGroup(key, token, topic);
+      groups.set(key, group);
+    }
+    return group;
+  }
   function unsubscribeAll(channel) {
     for (const group of groups.values()) {
-      if (group.handlers.delete(channel)) schedule(group);
+      const removed = group.handlers.delete(channel);
+      if (group.presence.delete(channel) || removed) schedule(group);
     }
   }
   function unsubscribeAllChannels() {
     for (const group of [...groups.values()]) {
       group.handlers.clear();
+      group.presence.clear();
       closeGroup(group);
     }
   }
@@ -122,6 +157,7 @@ function createRealtimeClient(options) {
       token,
       topic,
       handlers: /* @__PURE__ */ new Map(),
+      presence: /* @__PURE__ */ new Map(),
       streams: /* @__PURE__ */ new Set(),
       current: null,
       state: "connecting",
@@ -141,15 +177,18 @@ function createRealtimeClient(options) {
       sync(group);
     });
   }
+  function groupChannels(group) {
+    return [.../* @__PURE__ */ new Set([...group.handlers.keys(), ...group.presence.keys()])].sort();
+  }
   function sync(group) {
     if (group.closed) return;
-    const channels = [...group.handlers.keys()].sort();
+    const channels = groupChannels(group);
     if (channels.length === 0) {
       closeGroup(group);
       return;
     }
     const current = group.current;
-    if (current && sameChannels(current.channels, channels)) return;
+    if (current && sameChannels(current.channels, channels) && current.presence === group.presence.size > 0) return;
     if (group.timer) return;
     if (current && current.open) {
       log("switching stream to", channels);
@@ -176,9 +215,12 @@ function createRealtimeClient(options) {
     for (const channel of channels) url.searchParams.append("channel", channel);
     if (group.token) url.searchParams.set("token", group.token);
     if (group.topic) url.searchParams.set("topic", group.topic);
+    const presence = group.presence.size > 0;
+    if (presence) url.searchParams.set("presence", "1");
     if (lastEventId) url.searchParams.set("lastEventId", lastEventId);
     const stream = {
       channels,
+      presence,
       previous,
       controller: new AbortController(),
       open: false,
@@ -215,7 +257,7 @@ function createRealtimeClient(options) {
       stream.previous = null;
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
-      const parser = new EventParser((event) => dispatch(group, event), (retry) => stream.retryMs = retry);
+      const parser = new EventParser((event) => dispatch(group, event, stream), (retry) => stream.retryMs = retry);
       armWatchdog(stream);
       for (; ; ) {
         const { value, done } = await reader.read();
@@ -298,7 +340,7 @@ function createRealtimeClient(options) {
       group.timer = null;
       if (group.closed) return;
       counters.reconnects += 1;
-      const channels = [...group.handlers.keys()].sort();
+      const channels = groupChannels(group);
       if (channels.length === 0) closeGroup(group);
       else openStream(group, channels, group.lastEventId, null);
     }, delay);
@@ -311,9 +353,14 @@ function createRealtimeClient(options) {
     report(error);
     setGroupState(group, "disconnected");
   }
-  function dispatch(group, event) {
+  function dispatch(group, event, stream) {
     if (event.event === "gap") {
       report(new RealtimeError("missed messages: the server's history no longer holds them", { missedMessages: true }));
+      return;
+    }
+    if (event.event === "presence") {
+      const current = group.current;
+      if (!current || current === stream || !current.open) dispatchPresence(group, event);
       return;
     }
     if (event.event !== "message") return;
@@ -334,6 +381,25 @@ function createRealtimeClient(options) {
     counters.messages += 1;
     if (!handlers) return;
     const delivered = { channel: data.channel, payload: data.payload, id: event.id || void 0, topic: group.topic || void 0 };
+    for (const { handler } of [...handlers]) {
+      try {
+        handler(delivered);
+      } catch (error) {
+        report(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+  }
+  function dispatchPresence(group, event) {
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch (error) {
+      report(new RealtimeError(`unreadable presence event: ${error.message}`));
+      return;
+    }
+    const handlers = group.presence.get(data?.channel);
+    if (!handlers) return;
+    const delivered = { channel: data.channel, member: data.member, action: data.action };
     for (const { handler } of [...handlers]) {
       try {
         handler(delivered);
@@ -379,6 +445,7 @@ function createRealtimeClient(options) {
   }
   return {
     subscribe,
+    onPresence,
     unsubscribe: unsubscribeAll,
     unsubscribeAll,
     unsubscribeAllChannels,

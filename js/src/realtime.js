@@ -5,6 +5,7 @@
 //   import { createRealtimeClient } from 'flask-impulse'   // or from 'https://realtime.example.com/client.js'
 //   const client = createRealtimeClient({ serviceUrl: 'https://realtime.example.com/' })
 //   const off = client.subscribe('chat:message', (event) => show(event.payload), { topic: 'room-1' })
+//   client.onPresence('room:1', ({ member, action }) => showMember(member, action))   // join / leave
 //
 // Every subscription that shares a token and a topic shares ONE stream (`?channel=a&channel=b`),
 // so a page is not held to the browser's six connections per origin over HTTP/1.1. When that
@@ -62,14 +63,7 @@ export function createRealtimeClient(options) {
     if (typeof handler !== 'function') {
       throw new Error('handler must be a function')
     }
-    const token = subscribeOptions?.token || null
-    const topic = subscribeOptions?.topic || null
-    const key = JSON.stringify([token, topic])
-    let group = groups.get(key)
-    if (!group) {
-      group = newGroup(key, token, topic)
-      groups.set(key, group)
-    }
+    const group = groupFor(subscribeOptions)
     let handlers = group.handlers.get(channel)
     if (!handlers) {
       handlers = new Set()
@@ -91,15 +85,61 @@ export function createRealtimeClient(options) {
     }
   }
 
+  // Join and leave on a presence channel (IMPULSE_PRESENCE_CHANNELS): the stream of this
+  // token and topic then asks for them with ?presence=1. Messages still go to subscribe's
+  // handlers only; presence handlers get { channel, member, action: 'join' | 'leave' }.
+  function onPresence(channel, handler, subscribeOptions) {
+    if (!channel || typeof channel !== 'string') {
+      throw new Error('channel is required and must be a string')
+    }
+    if (typeof handler !== 'function') {
+      throw new Error('handler must be a function')
+    }
+    const group = groupFor(subscribeOptions)
+    const watched = group.presence.size > 0
+    let handlers = group.presence.get(channel)
+    if (!handlers) {
+      handlers = new Set()
+      group.presence.set(channel, handlers)
+    }
+    const entry = { handler }
+    handlers.add(entry)
+    if (!watched || !group.handlers.has(channel)) schedule(group)
+    let subscribed = true
+    return () => {
+      if (!subscribed) return
+      subscribed = false
+      const current = group.presence.get(channel)
+      if (current && current.delete(entry) && current.size === 0) {
+        group.presence.delete(channel)
+        schedule(group)
+      }
+    }
+  }
+
+  function groupFor(subscribeOptions) {
+    const token = subscribeOptions?.token || null
+    const topic = subscribeOptions?.topic || null
+    const key = JSON.stringify([token, topic])
+    let group = groups.get(key)
+    if (!group) {
+      group = newGroup(key, token, topic)
+      groups.set(key, group)
+    }
+    return group
+  }
+
   function unsubscribeAll(channel) {
     for (const group of groups.values()) {
-      if (group.handlers.delete(channel)) schedule(group)
+      const removed = group.handlers.delete(channel)
+      if (group.presence.delete(channel) || removed) schedule(group)
     }
   }
 
   function unsubscribeAllChannels() {
     for (const group of [...groups.values()]) {
       group.handlers.clear()
+      group.presence.clear()
       closeGroup(group)
     }
   }
@@ -135,6 +175,7 @@ export function createRealtimeClient(options) {
       token,
       topic,
       handlers: new Map(),
+      presence: new Map(),
       streams: new Set(),
       current: null,
       state: 'connecting',
@@ -157,15 +198,20 @@ export function createRealtimeClient(options) {
     })
   }
 
+  // Every channel the group's stream must carry: those with message or presence handlers.
+  function groupChannels(group) {
+    return [...new Set([...group.handlers.keys(), ...group.presence.keys()])].sort()
+  }
+
   function sync(group) {
     if (group.closed) return
-    const channels = [...group.handlers.keys()].sort()
+    const channels = groupChannels(group)
     if (channels.length === 0) {
       closeGroup(group)
       return
     }
     const current = group.current
-    if (current && sameChannels(current.channels, channels)) return
+    if (current && sameChannels(current.channels, channels) && current.presence === group.presence.size > 0) return
     if (group.timer) return // a reconnect is pending: it will open the current set
     if (current && current.open) {
       log('switching stream to', channels)
@@ -195,9 +241,12 @@ export function createRealtimeClient(options) {
     for (const channel of channels) url.searchParams.append('channel', channel)
     if (group.token) url.searchParams.set('token', group.token)
     if (group.topic) url.searchParams.set('topic', group.topic)
+    const presence = group.presence.size > 0
+    if (presence) url.searchParams.set('presence', '1')
     if (lastEventId) url.searchParams.set('lastEventId', lastEventId)
     const stream = {
       channels,
+      presence,
       previous,
       controller: new AbortController(),
       open: false,
@@ -235,7 +284,7 @@ export function createRealtimeClient(options) {
       stream.previous = null
       const reader = response.body.getReader()
       const decoder = new TextDecoder()
-      const parser = new EventParser((event) => dispatch(group, event), (retry) => (stream.retryMs = retry))
+      const parser = new EventParser((event) => dispatch(group, event, stream), (retry) => (stream.retryMs = retry))
       armWatchdog(stream)
       for (;;) {
         const { value, done } = await reader.read()
@@ -329,7 +378,7 @@ export function createRealtimeClient(options) {
       group.timer = null
       if (group.closed) return
       counters.reconnects += 1
-      const channels = [...group.handlers.keys()].sort()
+      const channels = groupChannels(group)
       if (channels.length === 0) closeGroup(group)
       else openStream(group, channels, group.lastEventId, null)
     }, delay)
@@ -346,9 +395,15 @@ export function createRealtimeClient(options) {
   }
 
   // -- messages ------------------------------------------------------------------------------
-  function dispatch(group, event) {
+  function dispatch(group, event, stream) {
     if (event.event === 'gap') {
       report(new RealtimeError("missed messages: the server's history no longer holds them", { missedMessages: true }))
+      return
+    }
+    if (event.event === 'presence') {
+      // No id to drop a copy by: while a replaced stream is still read, only its open successor is heard.
+      const current = group.current
+      if (!current || current === stream || !current.open) dispatchPresence(group, event)
       return
     }
     if (event.event !== 'message') return
@@ -369,6 +424,26 @@ export function createRealtimeClient(options) {
     counters.messages += 1
     if (!handlers) return
     const delivered = { channel: data.channel, payload: data.payload, id: event.id || undefined, topic: group.topic || undefined }
+    for (const { handler } of [...handlers]) {
+      try {
+        handler(delivered)
+      } catch (error) {
+        report(error instanceof Error ? error : new Error(String(error)))
+      }
+    }
+  }
+
+  function dispatchPresence(group, event) {
+    let data
+    try {
+      data = JSON.parse(event.data)
+    } catch (error) {
+      report(new RealtimeError(`unreadable presence event: ${error.message}`))
+      return
+    }
+    const handlers = group.presence.get(data?.channel)
+    if (!handlers) return
+    const delivered = { channel: data.channel, member: data.member, action: data.action }
     for (const { handler } of [...handlers]) {
       try {
         handler(delivered)
@@ -419,6 +494,7 @@ export function createRealtimeClient(options) {
 
   return {
     subscribe,
+    onPresence,
     unsubscribe: unsubscribeAll,
     unsubscribeAll,
     unsubscribeAllChannels,

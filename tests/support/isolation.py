@@ -22,6 +22,7 @@ from flask_impulse.broker import connection, transport
 
 def reset_globals() -> None:
     metrics.recorder = metrics.Recorder()  # metrics off, as before any app turned them on
+    metrics.totals = metrics.Totals()
     transport.allow_direct_writes(False)
     connection._to_flush.clear()
     broker._live_brokers.clear()

@@ -33,6 +33,7 @@ def _random(label: str, size: int = 24) -> str:
 ROTATING_PUSH_SECRETS = (_random("push-current"), _random("push-next"))
 UNKNOWN_PUSH_SECRET = _random("push-unknown")
 HEALTH_TOKEN = _random("health")
+CONSOLE_TOKEN = _random("console")
 TOKEN_HASH_KEY = _random("token-hash-key")
 #: HMAC keys for HS256: the service's, and one it does not know.
 JWT_SECRET = _random("jwt-hmac", 64)
@@ -112,6 +113,7 @@ def secret_values() -> list[str]:
         *ROTATING_PUSH_SECRETS,
         UNKNOWN_PUSH_SECRET,
         HEALTH_TOKEN,
+        CONSOLE_TOKEN,
         TOKEN_HASH_KEY,
         JWT_SECRET,
         FOREIGN_JWT_SECRET,

@@ -3,7 +3,7 @@ never run."""
 
 from __future__ import annotations
 
-from flask_impulse import Event, Impulse, RealtimeClient, ServerClient
+from flask_impulse import Event, Impulse, PresenceEvent, RealtimeClient, ServerClient, SubscribeRequest
 
 from .chat_types import ChatMessage, Point, Shape, chat_message, notification, shapes
 
@@ -40,3 +40,17 @@ client.subscribe("untyped", lambda event: print(event.payload["whatever"]))
 for event in client.stream(notification, timeout=1.0):
     kind: str = event.payload["type"]
 unsubscribe()
+
+
+@impulse.authorize
+def signed_in(subscription: SubscribeRequest) -> str | bool:
+    return subscription.subject or False  # a subject names the stream's presence member
+
+
+def who(presence: PresenceEvent) -> None:
+    action: str = presence.action
+    print(presence.channel, presence.member, action)
+
+
+stop_watching = client.on_presence(chat_message, who, topic="room-1")
+stop_watching()

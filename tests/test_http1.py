@@ -161,6 +161,15 @@ def test_a_broken_request_after_a_plain_one_gets_gunicorns_json_answer(standalon
     assert standalone.push({"channel": unique("after"), "payload": 1}).status_code == 200
 
 
+def test_a_trusted_proxys_scheme_header_is_read_and_contradicting_ones_refused(standalone: Service) -> None:
+    with Connection(standalone.server.port) as connection:
+        connection.send(push_request(unique("proxied"), extra="X-Forwarded-Proto: https\r\n"))
+        assert connection.answer()[0] == "HTTP/1.1 200 OK"
+        connection.send(push_request("c", extra="X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"))
+        status, _, body = connection.answer()
+    assert status.startswith("HTTP/1.1 400") and "error" in json.loads(body)
+
+
 def test_a_body_over_the_limit_is_413_and_the_connection_still_serves(standalone: Service) -> None:
     too_large = push_request("c", body=b"x" * (1024 * 1024 + 1))
     with Connection(standalone.server.port) as connection:

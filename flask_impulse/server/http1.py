@@ -6,7 +6,8 @@ half of what a push cost once Flask's request cycle was gone (300 of 600 µs), a
 part of what an idle stream holds. This loop serves the requests a broker lives on itself,
 when they are plain: ``GET`` or ``POST``, HTTP/1.1, an origin-form target, headers of
 visible ASCII within gunicorn's limits, no ``Transfer-Encoding``, ``Expect``, ``Upgrade`` or
-forwarding headers it would have to interpret, at most one ``Content-Length``.
+``Forwarded``, at most one ``Content-Length``; the scheme headers of a trusted proxy
+(``X-Forwarded-Proto``...) are read by gunicorn's rule.
 
 The first request that is anything else is handed, with every byte read so far, to
 gunicorn's own handling for the rest of the connection, which answers it exactly as it
@@ -29,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 import gevent
 from gunicorn import SERVER, SERVER_SOFTWARE
 from gunicorn.http.errors import NoMoreData
-from gunicorn.http.message import RFC9110_5_3_SINGLETON_FIELDS
+from gunicorn.http.message import RFC9110_5_3_SINGLETON_FIELDS, _ip_in_allow_list
 from gunicorn.http.wsgi import FileWrapper, WSGIErrorsWrapper
 from gunicorn.util import http_date
 
@@ -37,10 +38,10 @@ from .hotpath import HotPath
 
 _METHODS = (b"GET", b"POST")
 _TARGET = re.compile(rb"/[!$&'()*+,\-./0-9:;=?@A-Z_a-z~%]*")
-_NAME = re.compile(rb"[!#$%&'*+\-.^`|~0-9A-Za-z]+")  # a token without "_", which gunicorn drops
-_VALUE = re.compile(rb"[\x20-\x7e\t]*")
+#: Header lines: a token without "_" (which gunicorn drops), a colon, visible ASCII.
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^`|~0-9A-Za-z]+:[\x20-\x7e\t]*\r\n)*")
 #: Headers whose meaning gunicorn interprets (framing, protocol switches, forwarding).
-_HANDED_OVER = frozenset({b"TRANSFER-ENCODING", b"EXPECT", b"UPGRADE", b"HTTP2-SETTINGS", b"FORWARDED", b"TE"})
+_HANDED_OVER = frozenset({"TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS", "FORWARDED", "TE"})
 _READ_SIZE = 65536
 
 
@@ -146,7 +147,9 @@ class LeanLoop:
         self.max_fields = cfg.limit_request_fields
         self.max_field = cfg.limit_request_field_size or 8190
         self.max_head = self.max_line + (self.max_fields + 2) * (self.max_field + 2)
-        self.scheme_headers = {name.upper().encode("latin-1") for name in cfg.secure_scheme_headers}
+        # Scheme headers count only from a trusted proxy (forwarded_allow_ips), as in gunicorn.
+        self.scheme_headers = {name.upper(): value for name, value in cfg.secure_scheme_headers.items()}
+        self._trusted: dict[str, bool] = {}
         server = listener_name if isinstance(listener_name, tuple) else ("", "")
         self.base_environ = {
             "wsgi.errors": WSGIErrorsWrapper(cfg),
@@ -171,20 +174,28 @@ class LeanLoop:
         recv = client.recv
         worker = self.worker
         while True:
-            with gevent.Timeout(self.cfg.keepalive, False):
-                head_end = buffered.find(b"\r\n\r\n")
-                while head_end < 0:
-                    if len(buffered) > self.max_head:
-                        raise Handover(buffered)
-                    chunk = recv(_READ_SIZE)
-                    if not chunk:
-                        if buffered:
-                            raise Handover(buffered)  # a head cut short: gunicorn's to tell
-                        return
-                    buffered += chunk
-                    head_end = buffered.find(b"\r\n\r\n")
+            head_end = buffered.find(b"\r\n\r\n")
             if head_end < 0:
-                return  # idle past the keep-alive timeout, as gunicorn leaves it
+                # A timer per wait, not per connection: a stream would hold it for nothing.
+                idle = gevent.Timeout.start_new(self.cfg.keepalive, False)
+                try:
+                    while head_end < 0:
+                        if len(buffered) > self.max_head:
+                            raise Handover(buffered)
+                        chunk = recv(_READ_SIZE)
+                        if not chunk:
+                            if buffered:
+                                raise Handover(buffered)  # a head cut short: gunicorn's to tell
+                            return
+                        buffered += chunk
+                        head_end = buffered.find(b"\r\n\r\n")
+                except gevent.Timeout as expired:
+                    if expired is not idle:
+                        raise
+                    return  # idle past the keep-alive timeout, as gunicorn leaves it
+                finally:
+                    idle.close()
+                    del idle
             request, environ, length = self._parse(buffered, head_end, addr)
             body = Body(buffered[head_end + 4 :], length, recv)
             buffered = b""
@@ -201,49 +212,54 @@ class LeanLoop:
                 return
 
     def _parse(self, buffered: bytes, head_end: int, addr: Any) -> tuple[LeanRequest, dict[str, Any], int]:
-        head = buffered[:head_end]
-        lines = head.split(b"\r\n")
-        request_line = lines[0]
+        line_end = buffered.find(b"\r\n")
+        request_line = buffered[:line_end]
         parts = request_line.split(b" ")
+        # Every header line with its CRLF, checked whole by one regular expression.
+        block = buffered[line_end + 2 : head_end + 2]
         if (
             len(parts) != 3
             or parts[0] not in _METHODS
             or parts[2] != b"HTTP/1.1"
             or len(request_line) > self.max_line
             or not _TARGET.fullmatch(parts[1])
-            or len(lines) - 1 > self.max_fields
+            or not _HEADER_LINES.fullmatch(block)
+            or block.count(b"\n") > self.max_fields
+            or (len(block) > self.max_field and any(len(line) > self.max_field for line in block.split(b"\r\n")))
         ):
             raise Handover(buffered)
         environ = dict(self.base_environ)
         headers: list[tuple[str, str]] = []
         seen: set[str] = set()
         length = 0
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            value = value.strip(b" \t")
-            if not colon or len(line) > self.max_field or not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):
+        scheme_from: str | None = None
+        for line in block.decode("latin-1").split("\r\n")[:-1]:
+            raw_name, _, raw_value = line.partition(":")
+            name, value = raw_name.upper(), raw_value.strip(" \t")
+            if name in _HANDED_OVER:
                 raise Handover(buffered)
-            upper = name.upper()
-            if upper in _HANDED_OVER or upper in self.scheme_headers:
-                raise Handover(buffered)
-            text_name, text_value = upper.decode("latin-1"), value.decode("latin-1")
-            if text_name in RFC9110_5_3_SINGLETON_FIELDS:
-                if text_name in seen:
+            if name in self.scheme_headers and self._trusts(addr):
+                scheme = "https" if value == self.scheme_headers[name] else "http"
+                if scheme_from is not None and scheme != environ["wsgi.url_scheme"]:
+                    raise Handover(buffered)  # contradicting scheme headers: gunicorn's 400
+                scheme_from, environ["wsgi.url_scheme"] = name, scheme
+            if name in RFC9110_5_3_SINGLETON_FIELDS:
+                if name in seen:
                     raise Handover(buffered)
-                seen.add(text_name)
-            headers.append((text_name, text_value))
-            if text_name == "CONTENT-LENGTH":
+                seen.add(name)
+            headers.append((name, value))
+            if name == "CONTENT-LENGTH":
                 if not value.isdigit() or len(value) > 18:
                     raise Handover(buffered)
                 length = int(value)
-                environ["CONTENT_LENGTH"] = text_value
-            elif text_name == "CONTENT-TYPE":
-                environ["CONTENT_TYPE"] = text_value
-            elif text_name == "CONNECTION" and text_value.lower() not in ("keep-alive", "close"):
+                environ["CONTENT_LENGTH"] = value
+            elif name == "CONTENT-TYPE":
+                environ["CONTENT_TYPE"] = value
+            elif name == "CONNECTION" and value.lower() not in ("keep-alive", "close"):
                 raise Handover(buffered)
             else:
-                key = "HTTP_" + text_name.replace("-", "_")
-                environ[key] = f"{environ[key]},{text_value}" if key in environ else text_value
+                key = "HTTP_" + name.replace("-", "_")
+                environ[key] = f"{environ[key]},{value}" if key in environ else value
         method = parts[0].decode("latin-1")
         uri = parts[1].decode("latin-1")
         request = LeanRequest(method, uri, headers)
@@ -256,6 +272,19 @@ class LeanLoop:
         if environ.get("HTTP_CONNECTION", "").lower() == "close":
             request.must_close = True
         return request, environ, length
+
+    def _trusts(self, addr: Any) -> bool:
+        """Whether the peer may set the scheme, by gunicorn's own rule (remembered per address)."""
+        if not isinstance(addr, tuple):
+            return True  # a unix socket's peer is the proxy in front
+        trusted = self._trusted.get(addr[0])
+        if trusted is None:
+            if len(self._trusted) >= 10_000:
+                self._trusted.clear()
+            cfg = self.cfg
+            trusted = _ip_in_allow_list(addr[0], cfg.forwarded_allow_ips, cfg.forwarded_allow_networks())
+            self._trusted[addr[0]] = trusted
+        return trusted
 
     def _respond(self, client: Any, request: LeanRequest, held: list[dict[str, Any]]) -> bool:
         """Serve one request; whether the connection stays open for the next.

@@ -26,8 +26,14 @@ from gunicorn.workers.ggevent import GeventWorker
 from .. import _json
 from ..security.headers import add_security_headers
 from ..security.redaction import redact
-from . import http1
-from .http1 import Handover, LeanLoop
+
+try:  # names of gunicorn 27's parser that the lean loop reuses
+    from .http1 import Handover, LeanLoop, eligible
+except ImportError:  # an older gunicorn: its own handling serves every request
+
+    def eligible(worker: Any) -> bool:
+        return False
+
 
 # Statuses that are not 400, by gunicorn exception class name (names, so that classes a
 # gunicorn version lacks cost nothing).
@@ -172,7 +178,7 @@ class ImpulseGeventWorker(GeventWorker):  # type: ignore[misc]
         ggevent.StreamServer = DrainingStreamServer
         if hasattr(Response, "_emit_body"):  # gunicorn 27's one place where body bytes are framed
             wsgi.Response = CoalescingResponse
-        self._lean = http1.eligible(self)
+        self._lean = eligible(self)
         self._lean_loops: dict[int, LeanLoop] = {}
         super().run()
 

@@ -161,6 +161,18 @@ def test_a_broken_request_after_a_plain_one_gets_gunicorns_json_answer(standalon
     assert standalone.push({"channel": unique("after"), "payload": 1}).status_code == 200
 
 
+def test_a_long_head_within_gunicorns_limits_is_served_by_gunicorn(standalone: Service) -> None:
+    """Past a request line and a header line without a whole head, the lean loop stops
+    buffering and hands over: 18 KB of headers, each line within gunicorn's limit."""
+    padding = "".join(f"X-Pad-{i}: {'v' * 6000}\r\n" for i in range(3))
+    with Connection(standalone.server.port) as connection:
+        connection.send(push_request(unique("long-head"), extra=padding))
+        status, _, body = connection.answer()
+        assert status == "HTTP/1.1 200 OK" and set(json.loads(body)) == {"sent", "id"}
+        connection.send(push_request(unique("after-long-head")))
+        assert connection.answer()[0] == "HTTP/1.1 200 OK"
+
+
 def test_a_trusted_proxys_scheme_header_is_read_and_contradicting_ones_refused(standalone: Service) -> None:
     with Connection(standalone.server.port) as connection:
         connection.send(push_request(unique("proxied"), extra="X-Forwarded-Proto: https\r\n"))

@@ -146,7 +146,9 @@ class LeanLoop:
         self.max_line = cfg.limit_request_line or 8190
         self.max_fields = cfg.limit_request_fields
         self.max_field = cfg.limit_request_field_size or 8190
-        self.max_head = self.max_line + (self.max_fields + 2) * (self.max_field + 2)
+        # Past this much without a whole head, gunicorn reads the rest under its own limits:
+        # a connection never buffers more here than a request line and a header line.
+        self.max_head = self.max_line + self.max_field + 4
         # Scheme headers count only from a trusted proxy (forwarded_allow_ips), as in gunicorn.
         self.scheme_headers = {name.upper(): value for name, value in cfg.secure_scheme_headers.items()}
         self._trusted: dict[str, bool] = {}

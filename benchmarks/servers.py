@@ -273,7 +273,7 @@ def impulse(
     secret: str, *, workers: int = 1, redis_url: str | None = None, env: dict[str, str] | None = None
 ) -> Server:
     """The standalone service as its users start it: the ``flask-impulse`` CLI with its
-    defaults (gunicorn, gevent workers, its access log), on loopback only (the CLI binds
+    defaults (gunicorn, gevent workers, no access log line per request), on loopback only (the CLI binds
     0.0.0.0 unless told). ``env`` reaches the service as its environment (``IMPULSE_*``)."""
     options = ["--workers", str(workers)] if workers != 1 else []
     if redis_url:

@@ -98,6 +98,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a push waits for the delivery counts of the worker processes it reached (Redis
     # only; see docs/scaling.md). 0: answer at once, and "sent" counts those processes.
     "IMPULSE_REDIS_SENT_TIMEOUT": 0.5,
+    # Connections each worker keeps to Redis. A command beyond them waits for a free one (up
+    # to the command timeout) rather than failing: 10,000 streams resuming at once after a
+    # deploy would otherwise find the pool empty and open with a needless gap.
+    "IMPULSE_REDIS_MAX_CONNECTIONS": 50,
     # Key for the keyed hash that stands in for subscriber tokens wherever they are stored or
     # compared. Unset, it is derived from the push secret, or random per process (refused
     # with Redis: every process sharing it must hash alike).
@@ -183,6 +187,7 @@ class Settings:
     redis_url: str | None
     redis_prefix: str
     redis_sent_timeout: float
+    redis_max_connections: int
     token_hash_key: str | None
     validate_payloads: bool
     security_headers: bool
@@ -232,6 +237,9 @@ class Settings:
             raise ConfigurationError("IMPULSE_IDEMPOTENCY_MAX_KEYS must be positive")
         if self.queue_max_messages < 1 or self.queue_max_bytes < 1:
             raise ConfigurationError("IMPULSE_QUEUE_MAX_MESSAGES and IMPULSE_QUEUE_MAX_BYTES must be positive")
+        if self.redis_max_connections < 4:
+            # The worker's subscription and the presence listener each hold one for good.
+            raise ConfigurationError("IMPULSE_REDIS_MAX_CONNECTIONS must be at least 4")
         if self.redis_sent_timeout < 0:
             raise ConfigurationError("IMPULSE_REDIS_SENT_TIMEOUT must not be negative")
         if self.health_path == "/" or self.ready_path == "/":

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
-from . import metrics
+from . import handlers, metrics
 from .errors import Refusal
 from .state import EXTENSION_KEY, ImpulseState
 
@@ -325,9 +325,7 @@ def push() -> Response:
         # SameSite=Strict keeps the cookie off cross-site requests; a cross-site form cannot
         # send this type without a preflight either.
         raise Refusal("Forbidden", "the console's push form sends application/json", status=403)
-    from .views import publish_request_body  # views builds the blueprint that holds this one
-
-    return publish_request_body(_state(), "console")
+    return jsonify(handlers.publish(_state(), request._get_current_object(), "console"))  # type: ignore[attr-defined]
 
 
 def asset(name: str) -> Response:

@@ -125,6 +125,7 @@ class Impulse:
                 history_ttl=settings.history_ttl,
                 prefix=settings.redis_prefix,
                 sent_timeout=settings.redis_sent_timeout,
+                max_connections=settings.redis_max_connections,
                 retry_ms=settings.retry_ms,
                 idempotency_ttl=settings.idempotency_ttl,
                 history_max_bytes=settings.history_max_bytes,

@@ -109,8 +109,9 @@ def test_help_lists_the_flags() -> None:
         assert flag in result.stdout
 
 
-def test_serves_with_a_secret_and_prints_one_startup_line(cli_log: Path) -> None:
-    service = RunningCLI(["--secret", "cli-secret"], {}, cli_log)
+@pytest.mark.parametrize("access_log", [False, True], ids=["default", "access-log"])
+def test_serves_with_a_secret_and_prints_one_startup_line(cli_log: Path, access_log: bool) -> None:
+    service = RunningCLI(["--secret", "cli-secret", *(["--access-log"] if access_log else [])], {}, cli_log)
     try:
         with SSEStream(service.url + "/", {"channel": "c", "token": "private-token-value"}) as stream:
             pushed = requests.post(
@@ -128,8 +129,14 @@ def test_serves_with_a_secret_and_prints_one_startup_line(cli_log: Path) -> None
     startup = [line for line in output.splitlines() if "listening on" in line]
     assert startup == [startup[0]]
     assert f"http://127.0.0.1:{service.port}/" in startup[0] and "push auth on" in startup[0]
-    # Access logs show the stream request, never the token's value.
-    assert "GET /?channel=c&token=[redacted]" in output
+    # A refused request is logged, as the client's mistake: one line, no traceback.
+    refused = [line for line in output.splitlines() if "Refused POST '/' from ip=127.0.0.1: 401" in line]
+    assert len(refused) == 1, output
+    assert "Traceback" not in output
+    # The access log, when asked for, shows the stream request, never the token's value; by
+    # default no line is written for a request served.
+    assert ("GET /?channel=c&token=[redacted]" in output) is access_log
+    assert ('"POST / HTTP/1.1" 200' in output) is access_log
     assert "private-token-value" not in output
 
 

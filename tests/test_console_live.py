@@ -35,7 +35,7 @@ def console(redis_server: RedisServer) -> Iterator[Service]:
         # A short queue, so that a client that reads nothing is dropped after a few megabytes.
         "IMPULSE_QUEUE_MAX_MESSAGES": "20",
     }
-    with LiveServer(env=env, workers=2, name="console") as server:
+    with LiveServer(env=env, workers=2, name="console", access_log=True) as server:
         yield Service(server, server.url + "/", SECRET)
 
 

@@ -150,11 +150,13 @@ def test_bad_operations_options_refuse_to_start_and_say_why(
 
 
 # -- --log-format json ---------------------------------------------------------------------
-def test_json_logs_are_one_object_per_line_without_tokens(tmp_path: Path) -> None:
+@pytest.mark.parametrize("access_log", [False, True], ids=["default", "access-log"])
+def test_json_logs_are_one_object_per_line_without_tokens(tmp_path: Path, access_log: bool) -> None:
     token = "tok-" + secrets.token_urlsafe(24)
     # A short rotation secret makes the app log a warning of its own (and must not show).
     rotation = "short-" + secrets.token_hex(4)
-    service = LiveImpulse(args=["--log-format", "json"], env={"REALTIME_SECRETS": rotation}, log_dir=tmp_path).start()
+    args = ["--log-format", "json", *(["--access-log"] if access_log else [])]
+    service = LiveImpulse(args=args, env={"REALTIME_SECRETS": rotation}, log_dir=tmp_path).start()
     try:
         with service.subscribe("inbox", token=token) as inbox:
             service.client.push("inbox", {"n": 1}, tokens=[token])
@@ -172,14 +174,20 @@ def test_json_logs_are_one_object_per_line_without_tokens(tmp_path: Path) -> Non
     records = [json.loads(line) for line in lines]  # every line, or this raises naming it
     assert token not in log and service.secret not in log and rotation not in log
     loggers = {record["logger"] for record in records}
-    assert {"gunicorn.access", "gunicorn.error"} <= loggers
+    assert "gunicorn.error" in loggers
+    assert ("gunicorn.access" in loggers) is access_log
     assert "flask_impulse" in loggers, loggers  # the app's own records
     assert any("shorter than 32 characters" in record["message"] for record in records)
-    access = [record for record in records if record["logger"] == "gunicorn.access"]
-    assert {"status", "method", "path"} <= set(access[0])
+    # The client's mistakes, one record each, whether or not there is an access log.
+    refused = [record["message"] for record in records if record["message"].startswith("Refused POST '/'")]
+    assert [message.split(": ", 1)[1][:3] for message in refused] == [str(wrong.status_code), "400"], refused
     assert any(
         record["message"].startswith("flask-impulse ") and "listening on" in record["message"] for record in records
     )
+    if not access_log:
+        return
+    access = [record for record in records if record["logger"] == "gunicorn.access"]
+    assert {"status", "method", "path"} <= set(access[0])
     streamed = [record for record in access if record.get("query", "").startswith("channel=inbox")]
     assert streamed and "token=" in streamed[0]["query"]  # the parameter is kept, its value is not
 
@@ -191,6 +199,7 @@ def test_json_logs_under_your_own_gunicorn_with_the_logger_class() -> None:
         env={"REALTIME_SECRET": secrets.token_urlsafe(32)},
         extra_args=["--logger-class", "flask_impulse.gunicorn_config.JsonLogger"],
         name="json-logs",
+        access_log=True,
     )
     with server:
         assert requests.get(server.url + "/health", params={"token": token}, timeout=5).status_code == 200

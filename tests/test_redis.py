@@ -200,6 +200,30 @@ def test_resume_after_a_push_taken_by_another_worker(cli_two_workers: LiveServer
         assert stream.messages(1) == [{"channel": "resume", "payload": 4}]
 
 
+def test_streams_resuming_at_once_wait_for_a_pooled_connection_rather_than_open_with_a_gap(
+    redis_server: RedisServer,
+) -> None:
+    """After a deploy every stream of a worker resumes at once: far more replays than pooled
+    connections. They queue for a connection; none may open with a needless gap."""
+    env = {
+        "REALTIME_SECRET": SECRET,
+        "REDIS_URL": redis_server.url,
+        "IMPULSE_REDIS_PREFIX": "pooled",
+        "IMPULSE_REDIS_MAX_CONNECTIONS": "4",  # one of them is the worker's subscription
+    }
+    with LiveServer("wsgi:app", env=env, name="pooled") as server:
+        first = push(server.url, {"channel": "pooled", "payload": 0}).json()["id"]
+        push(server.url, {"channel": "pooled", "payload": 1})
+        groups = [ManyStreams(server.url + "/", 100, {"channel": "pooled", "lastEventId": first}) for _ in range(3)]
+        try:
+            read_all(groups, b'"payload":1')
+            assert all(b"event: gap" not in buffer for buffer in buffers(groups))
+            assert "Too many connections" not in server.log()
+        finally:
+            for group in groups:
+                group.close()
+
+
 def test_redis_outage_refuses_pushes_keeps_streams_and_recovers(tmp_path: Path) -> None:
     """Redis stops for 5 s: pushes get 503 at once, streams keep their heartbeats, no worker
     dies; Redis returns with an empty dataset, and every stream is sent to resume, where it

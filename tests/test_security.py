@@ -85,7 +85,7 @@ def guarded() -> Iterator[Guarded]:
     # must hold against is the most a deployment could log.
     access_format = '%(h)s "%(r)s" %(s)s "%(f)s" auth="%({authorization}i)s" cookie="%({cookie}i)s" q="%(q)s"'
     extra = ["--log-level", "debug", "--keep-alive", "2", "--access-logformat", access_format]
-    with LiveServer("wsgi:app", env=env, extra_args=extra, name="security") as server:
+    with LiveServer("wsgi:app", env=env, extra_args=extra, name="security", access_log=True) as server:
         yield Guarded(server, server.url + "/", secrets.ROTATING_PUSH_SECRETS[0])
 
 

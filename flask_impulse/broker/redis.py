@@ -129,6 +129,7 @@ class RedisBackplane(SharedBackplane):
         history_max_bytes: int = 64 * 1024 * 1024,
         prefix: str = "impulse",
         sent_timeout: float = 0.5,
+        max_connections: int = 50,
         retry_ms: int = 1000,
         idempotency_ttl: float = 600.0,
     ) -> None:
@@ -139,6 +140,7 @@ class RedisBackplane(SharedBackplane):
         # 0 means no bound, as in memory; the script takes a number, and 2**53 is Lua's largest exact one.
         self._history_max_bytes = history_max_bytes or 2**53
         self._sent_timeout = sent_timeout
+        self._max_connections = max_connections
         self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
         self._client_instance: redis_py.Redis | None = None
         self._script: Any = None
@@ -155,8 +157,12 @@ class RedisBackplane(SharedBackplane):
             # No retries: a push that fails must fail at once with 503, and re-sending a script
             # whose answer was lost could publish it twice. A pooled connection that Redis
             # closed meanwhile is replaced when it is taken from the pool.
-            self._client_instance = redis.Redis.from_url(
+            # A blocking pool: a command finding every connection busy waits for one, up to
+            # the command timeout, where redis-py's default pool (100) fails it at once.
+            pool = redis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=self._max_connections,
+                timeout=COMMAND_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=COMMAND_TIMEOUT,
                 socket_keepalive=True,
@@ -164,6 +170,8 @@ class RedisBackplane(SharedBackplane):
                 # CLIENT LIST then tells which host and worker holds each connection.
                 client_name=f"flask-impulse/{socket.gethostname()}/{os.getpid()}",
             )
+            self._client_instance = redis.Redis(connection_pool=pool)
+            self._client_instance.auto_close_connection_pool = True
             self._script = self._client_instance.register_script(_lua("publish.lua"))
             self._epoch_script = self._client_instance.register_script(_lua("epoch.lua"))
         return self._client_instance

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
-from flask import g, has_request_context, request
+from flask import Request, g, has_app_context, has_request_context, request
 
 REDACTED = "[redacted]"
 
@@ -92,12 +92,22 @@ def note_request_secrets(values: Iterable[str | None]) -> None:
     noted.update(value for value in values if value and len(value) >= MIN_KNOWN_LENGTH)
 
 
+def note_request(served: Request) -> None:
+    """Name the request being served where Flask's request context does not (the standalone
+    service's hot path), so that its credentials are redacted as in any other request."""
+    g._impulse_request = served
+
+
 def _request_secrets() -> list[str]:
     """The credentials of the request being served: ``?token=``, ``Authorization``, cookies."""
-    if not has_request_context():
+    if has_request_context():
+        served: Request = request
+    elif has_app_context() and "_impulse_request" in g:
+        served = g._impulse_request
+    else:
         return []
-    values = [request.args.get("token") or "", *request.cookies.values()]
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    values = [served.args.get("token") or "", *served.cookies.values()]
+    scheme, _, credentials = served.headers.get("Authorization", "").partition(" ")
     values += [credentials.strip(), scheme]  # a bare token, without "Bearer", is the scheme
     return values + list(g.get("_impulse_secrets", ()))
 

@@ -19,7 +19,7 @@ from ..config import log
 from ..errors import ConfigurationError
 from ..state import EXTENSION_KEY
 from .logformat import FORMATS, use_json_for_app_logs
-from .service import combine_secrets, config_from_environment, create_app, rotation_secrets
+from .service import combine_secrets, config_from_environment, create_app, rotation_secrets, truthy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the PEM private key of --certfile (IMPULSE_TLS_KEYFILE)",
     )
     parser.add_argument("--log-level", default="info", help="gunicorn log level (default info)")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=truthy(env.get("IMPULSE_ACCESS_LOG", "")),
+        help="log one line per request, tokens redacted (IMPULSE_ACCESS_LOG); off by default: a line costs "
+        "a push about 200 µs and blocks the worker while it is written. Refused requests are always logged",
+    )
     parser.add_argument(
         "--log-format",
         choices=FORMATS,
@@ -238,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on_starting": gunicorn_config.on_starting,
         "on_exit": gunicorn_config.on_exit,
         "when_ready": when_ready,
-        "accesslog": "-",
+        "accesslog": "-" if args.access_log else None,
         "loglevel": log_level,
     }
     if args.certfile:

@@ -17,6 +17,7 @@ from ..extension import Impulse
 from ..security.headers import add_security_headers
 from ..state import EXTENSION_KEY
 from ..views import handle_error
+from .hotpath import HotPath
 
 #: The reference broker's environment variables, and the settings they stand for.
 ENVIRONMENT_ALIASES = {
@@ -64,9 +65,14 @@ def combine_secrets(current: list[str], rotation: list[str]) -> str | list[str]:
     return secrets[0] if len(secrets) == 1 else secrets
 
 
+def truthy(value: str) -> bool:
+    """An environment variable's yes or no, as every boolean setting reads it."""
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _coerce(key: str, value: str, default: Any) -> Any:
     if isinstance(default, bool):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
+        return truthy(value)
     try:
         if isinstance(default, int):
             return int(value)
@@ -97,6 +103,8 @@ def create_app(config: Mapping[str, Any] | None = None, channels: Iterable[Chann
         )
     impulse = Impulse(app, channels=channels)
     app.register_blueprint(impulse.blueprint)
+    # Pushes and streams skip Flask's request cycle; everything else goes on to the app.
+    app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]
     trusted_proxies = int(app.config["IMPULSE_TRUSTED_PROXIES"])
     if trusted_proxies:
         # The client address (per-IP quotas, access logs) from X-Forwarded-For, as far back

@@ -1,5 +1,5 @@
-"""gunicorn's gevent worker, with JSON answers to requests that never reach the app, and no
-connection reset when it stops listening.
+"""gunicorn's gevent worker, with JSON answers to requests that never reach the app, no
+connection reset when it stops listening, and the head of an answer sent with its body.
 
 gunicorn refuses malformed or oversized requests itself (request line over
 ``limit_request_line``, a header over ``limit_request_field_size``, too many headers, a bad
@@ -10,13 +10,15 @@ status, quotes nothing, and logs only the kind of error.
 
 from __future__ import annotations
 
+import errno
 import ssl
 from datetime import datetime
 from typing import Any
 
+import gevent
 from gevent.server import StreamServer
 from gunicorn import util
-from gunicorn.http import errors
+from gunicorn.http import errors, wsgi
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import ggevent
 from gunicorn.workers.ggevent import GeventWorker
@@ -24,6 +26,14 @@ from gunicorn.workers.ggevent import GeventWorker
 from .. import _json
 from ..security.headers import add_security_headers
 from ..security.redaction import redact
+
+try:  # names of gunicorn 27's parser that the lean loop reuses
+    from .http1 import Handover, LeanLoop, eligible
+except ImportError:  # an older gunicorn: its own handling serves every request
+
+    def eligible(worker: Any) -> bool:
+        return False
+
 
 # Statuses that are not 400, by gunicorn exception class name (names, so that classes a
 # gunicorn version lacks cost nothing).
@@ -77,6 +87,66 @@ class DrainingStreamServer(StreamServer):  # type: ignore[misc]
         super().close()
 
 
+class CoalescingResponse(Response):  # type: ignore[misc]
+    """gunicorn's response, sending its head in the same ``send`` as the first body bytes.
+
+    gunicorn sends the head, then each body write: two sends, and two TCP segments, for
+    every push answered and every stream opened. A push is a few hundred bytes all told,
+    and the second ``send`` was a tenth of its cost. Only the write that starts the body is
+    changed: ``sendfile``, ``close`` and empty bodies send the head as gunicorn does.
+    """
+
+    _defer_head = False
+    _head = b""
+    headers_sent: bool
+
+    def write(self, arg: bytes) -> None:
+        self._defer_head = not self.headers_sent
+        try:
+            super().write(arg)
+        finally:
+            self._defer_head = False
+            if self._head:  # nothing of the body went out (a no-body answer, say)
+                head, self._head = self._head, b""
+                util.write(self.sock, head)
+
+    def send_headers(self) -> None:
+        if not (self._defer_head and not self.headers_sent):
+            super().send_headers()
+            return
+        lines = self.default_headers()
+        lines.extend(f"{name}: {value}\r\n" for name, value in self.headers)
+        self._head = f"{''.join(lines)}\r\n".encode("latin-1")
+        self.headers_sent = True
+
+    def _emit_body(self, data: bytes) -> None:
+        if not self._head:
+            super()._emit_body(data)
+            return
+        head, self._head = self._head, b""
+        if self.chunked:
+            data = b"%X\r\n%s\r\n" % (len(data), data)
+        util.write(self.sock, head + data)
+
+
+class Replayed:
+    """A client socket whose first reads return bytes already read from it: the request a
+    lean loop handed over, for gunicorn's parser to read from its start."""
+
+    def __init__(self, client: Any, buffered: bytes) -> None:
+        self._client = client
+        self._replay = buffered
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self._replay:
+            data, self._replay = self._replay[:size], self._replay[size:]
+            return data
+        return self._client.recv(size, *flags)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
 class _KnownListener:
     """A listening socket's name, still known once the socket is closed.
 
@@ -94,19 +164,48 @@ class _KnownListener:
 
 
 class ImpulseGeventWorker(GeventWorker):  # type: ignore[misc]
-    """The gevent worker, answering its own errors in JSON without echoing the request, and
-    serving what is queued on its listening socket before it closes it."""
+    """The gevent worker, answering its own errors in JSON without echoing the request,
+    serving what is queued on its listening socket before it closes it, and serving the
+    standalone service's plain requests in a lean loop (``http1``)."""
+
+    _lean = False
 
     def run(self) -> None:
         self._listeners = {id(listener): _KnownListener(listener.getsockname()) for listener in self.sockets}
-        # GeventWorker.run() builds its servers from this module global, and offers no other
-        # way to choose their class for gunicorn's own HTTP handling; only this worker
-        # process, which runs no other gevent worker, sees the change.
+        # GeventWorker.run() builds its servers, and wsgi.create() its responses, from these
+        # module globals, and offer no other way to choose their classes for gunicorn's own
+        # HTTP handling; only this worker process, which runs no other worker, sees the change.
         ggevent.StreamServer = DrainingStreamServer
+        if hasattr(Response, "_emit_body"):  # gunicorn 27's one place where body bytes are framed
+            wsgi.Response = CoalescingResponse
+        self._lean = eligible(self)
+        self._lean_loops: dict[int, LeanLoop] = {}
         super().run()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
-        super().handle(self._listeners.get(id(listener), listener), client, addr)
+        listener = self._listeners.get(id(listener), listener)
+        if not self._lean:
+            super().handle(listener, client, addr)
+            return
+        loop = self._lean_loops.get(id(listener))
+        if loop is None:
+            loop = self._lean_loops[id(listener)] = LeanLoop(self, listener.getsockname())
+        try:
+            loop.serve(client, addr)
+        except Handover as handover:
+            # Not a plain request: gunicorn serves it, from its first byte, and what follows.
+            super().handle(listener, Replayed(client, handover.buffered), addr)
+            return
+        except errors.NoMoreData as exc:
+            self.log.debug("Ignored premature client disconnection. %s", exc)
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+        except (gevent.GreenletExit, SystemExit):
+            pass
+        except BaseException as exc:
+            self.handle_error(None, client, addr, exc)
+        util.close(client)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         request_start = datetime.now()

@@ -26,7 +26,7 @@ GIVE_UP_AFTER = 15.0
 def main() -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     env = {"REALTIME_SECRET": "secret-of-the-half-open-test-0123456789", "IMPULSE_HEARTBEAT_INTERVAL": str(HEARTBEAT)}
-    with LiveServer("wsgi:app", env=env, name="halfopen") as server:
+    with LiveServer("wsgi:app", env=env, name="halfopen", access_log=True) as server:
         stream = SSEStream(server.url + "/", {"channel": "half-open"})
         stream.assert_silent(HEARTBEAT * 1.5)  # heartbeats flow
         before = requests.get(server.health_url, timeout=5).json()["connections"]

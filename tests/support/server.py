@@ -39,8 +39,12 @@ class LiveServer:
         extra_args: list[str] | None = None,
         name: str = "server",
         port: int | None = None,
+        access_log: bool = False,
     ) -> None:
         self.app_spec = app_spec
+        # Off, as the service runs by default: the standalone service's plain requests are
+        # then served by the worker's lean HTTP/1.1 loop, which an access log turns off.
+        self.access_log = access_log
         self.env = env or {}
         self.workers = workers
         self.health_path = health_path
@@ -62,8 +66,7 @@ class LiveServer:
             f"127.0.0.1:{self.port}",
             "--workers",
             str(self.workers),
-            "--access-logfile",
-            "-",
+            *(["--access-logfile", "-"] if self.access_log else []),
             "--graceful-timeout",
             "5",
             *self.extra_args,

@@ -193,10 +193,11 @@ class Gatekeeper:
         token = request.args.get("token") or None
         if token is not None:
             return check_name(token, "the token query parameter", self.max_token_length, INVALID_QUERY_PARAMETER)
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        # From the environ: werkzeug's header look-up raises and catches a KeyError per miss.
+        scheme, _, credentials = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return check_name(credentials.strip(), "the bearer token", self.max_token_length, "Invalid request")
-        if self.settings.token_cookie:
+        if self.settings.token_cookie and "HTTP_COOKIE" in request.environ:
             token = request.cookies.get(self.settings.token_cookie) or None
             if token is not None:
                 return check_name(token, "the token cookie", self.max_token_length, "Invalid request")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 _JSON = ("Content-Type", "application/json")
 _SECURITY_HEADERS = [*SECURITY_HEADERS.items(), ("Cache-Control", "no-store")]  # as add_security_headers adds them
+_SECURITY_HEADERS_OF_A_STREAM = [header for header in _SECURITY_HEADERS if header[0] != "Cache-Control"]
 _PRIVATE_NETWORK = "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK"
 
 
@@ -68,8 +69,9 @@ class HotPath:
                     body, headers = self._json(handlers.push(state, request)), [_JSON]
                 else:
                     body, headers = handlers.open_stream(state, request), list(STREAM_HEADERS.items())
-                status = 200
+                status, refused = 200, False
             except Exception as exc:
+                refused = True
                 refusal = handlers.as_refusal(exc, request)
                 body, headers, status = self._json(refusal.to_json()), [_JSON], refusal.status
                 headers.extend(refusal.headers.items())
@@ -77,8 +79,13 @@ class HotPath:
                 headers.append(("Content-Length", str(len(body))))
             headers.extend(self._cors_headers(request))
             if state.settings.security_headers:
-                present = {name.lower() for name, _ in headers}
-                headers.extend(header for header in _SECURITY_HEADERS if header[0].lower() not in present)
+                # As add_security_headers adds them: only those the answer does not set itself
+                # (a stream its Cache-Control; a refusal may carry any header).
+                if refused:
+                    present = {name.lower() for name, _ in headers}
+                    headers.extend(header for header in _SECURITY_HEADERS if header[0].lower() not in present)
+                else:
+                    headers.extend(_SECURITY_HEADERS if is_push else _SECURITY_HEADERS_OF_A_STREAM)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", headers)
         return [body] if isinstance(body, bytes) else body
 

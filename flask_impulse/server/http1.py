@@ -175,11 +175,14 @@ class LeanLoop:
         buffered = b""
         recv = client.recv
         worker = self.worker
+        # The keep-alive timer, kept from one request to the next; a stream lets go of it
+        # (_respond), since it would hold it for nothing.
+        timers: list[gevent.Timeout] = []
         while True:
             head_end = buffered.find(b"\r\n\r\n")
             if head_end < 0:
-                # A timer per wait, not per connection: a stream would hold it for nothing.
-                idle = gevent.Timeout.start_new(self.cfg.keepalive, False)
+                idle = timers.pop() if timers else gevent.Timeout(self.cfg.keepalive, False)
+                idle.start()
                 try:
                     while head_end < 0:
                         if len(buffered) > self.max_head:
@@ -196,7 +199,8 @@ class LeanLoop:
                         raise
                     return  # idle past the keep-alive timeout, as gunicorn leaves it
                 finally:
-                    idle.close()
+                    idle.cancel()
+                    timers.append(idle)
                     del idle
             request, environ, length = self._parse(buffered, head_end, addr)
             body = Body(buffered[head_end + 4 :], length, recv)
@@ -205,7 +209,7 @@ class LeanLoop:
             environ["gunicorn.socket"] = client
             held = [environ]
             del environ  # handed on, not kept: a stream lets go of it (see _respond)
-            if not self._respond(client, request, held):
+            if not self._respond(client, request, held, timers):
                 return
             if not body.discard():  # as gunicorn does before the next request
                 return
@@ -268,7 +272,8 @@ class LeanLoop:
         environ["REQUEST_METHOD"] = method
         environ["RAW_URI"] = uri
         environ["QUERY_STRING"] = request.query
-        environ["PATH_INFO"] = unquote_to_bytes(request.path).decode("latin-1")
+        path = request.path
+        environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
         if isinstance(addr, tuple):
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
         if environ.get("HTTP_CONNECTION", "").lower() == "close":
@@ -288,7 +293,9 @@ class LeanLoop:
             self._trusted[addr[0]] = trusted
         return trusted
 
-    def _respond(self, client: Any, request: LeanRequest, held: list[dict[str, Any]]) -> bool:
+    def _respond(
+        self, client: Any, request: LeanRequest, held: list[dict[str, Any]], timers: list[gevent.Timeout]
+    ) -> bool:
         """Serve one request; whether the connection stays open for the next.
 
         ``held`` holds the environ, the only reference to it outside the app. Once the app
@@ -310,6 +317,7 @@ class LeanLoop:
             respiter = worker.wsgi(environ, answer.start_response)
             if answer.length is None:
                 environ, request.headers = {}, []
+                timers.clear()
             for data in respiter:
                 answer.write(data)
             answer.finish()

@@ -278,3 +278,10 @@ def channels_of(target: Any) -> list[Channel[Any]]:
         if all(isinstance(item, Channel) for item in items):
             return items
     raise ConfigurationError(f"{target!r} is not a Channel, a list of Channels, an Impulse extension or an app")
+
+
+def as_push(channel: str | Callable[..., Push[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Push[Any]:
+    """The push that ``push(channel, *args, **kwargs)`` stands for, for a name or a Channel."""
+    if isinstance(channel, str):
+        return Push(channel, *args, **kwargs)
+    return channel(*args, **kwargs)

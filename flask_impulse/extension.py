@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, current_app, has_app_context
 
 from . import metrics
 from .broker import Backplane, Broker, MemoryBackplane, Published
-from .channels import Channel, Push, Tokens
+from .channels import Channel, Push, Tokens, as_push
 from .config import DEFAULTS, SecuritySettings, Settings
 from .console import Console
 from .console import create_blueprint as create_console_blueprint
@@ -298,13 +298,6 @@ class Impulse:
         raise ConfigurationError(
             "push() outside an app context needs an extension set up on exactly one app; use `with app.app_context():`"
         )
-
-
-def as_push(channel: str | Callable[..., Push[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Push[Any]:
-    """The push that ``push(channel, *args, **kwargs)`` stands for, for a name or a Channel."""
-    if isinstance(channel, str):
-        return Push(channel, *args, **kwargs)
-    return channel(*args, **kwargs)
 
 
 def _secret_values(settings: Settings, security: SecuritySettings) -> list[str | None]:

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import requests
 
 from .. import _json
-from ..channels import Push, Tokens
+from ..channels import Push, Tokens, as_push
 from ..errors import ServerClientError
 from ..validation import check_idempotency_key
 from .tls import Verify
@@ -176,7 +176,7 @@ class ServerClient:
     def publish(self, channel: Callable[P, Push[Any]], *args: P.args, **kwargs: P.kwargs) -> PushResult: ...
     def publish(self, channel: str | Callable[..., Push[Any]], *args: Any, **kwargs: Any) -> PushResult:
         """Like :meth:`push`, but return the whole answer: the message id, and ``duplicate``."""
-        message = Push(channel, *args, **kwargs) if isinstance(channel, str) else channel(*args, **kwargs)
+        message = as_push(channel, args, kwargs)
         key = _key(message.idempotency_key)
         return PushResult.from_json(self._post(_push_body(message), {"Idempotency-Key": _quoted(key)}))
 

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from flask import Request, current_app
@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import _json
 from .broker import Connection, Draft, Published
+from .broker.message import Framed
 from .broker.transport import abort_when_unacknowledged, direct_writes_allowed
 from .errors import PushError, Refusal, SubscriptionRefused
 from .security.access import Admission
@@ -35,6 +36,7 @@ from .validation import (
     check_name,
     parse_idempotency_header,
     parse_push_body,
+    query_value,
 )
 
 STREAM_HEADERS = {
@@ -67,7 +69,7 @@ def open_stream(state: ImpulseState, request: Request) -> Iterator[bytes] | byte
             check_name(channel, "the channel query parameter", settings.max_channel_length, INVALID_QUERY_PARAMETER)
         topic = _optional_query(request, "topic", settings.max_topic_length)
         client_id = _optional_query(request, "clientId", settings.max_channel_length)
-        last_event_id = request.environ.get("HTTP_LAST_EVENT_ID") or request.args.get("lastEventId")
+        last_event_id = request.environ.get("HTTP_LAST_EVENT_ID") or query_value(request, "lastEventId")
         if last_event_id is not None and len(last_event_id) > 64:
             raise SubscriptionRefused("Invalid request", "Last-Event-ID is not an id this service issued")
         if state.broker.draining:
@@ -85,7 +87,7 @@ def open_stream(state: ImpulseState, request: Request) -> Iterator[bytes] | byte
     try:
         preamble = b"".join(encode_comment(f"Connected to channel: {channel}") for channel in channels)
         preamble += encode_retry(settings.retry_ms)
-        replay = []
+        replay: Sequence[Framed] = ()
         if last_event_id:
             # The connection is registered before history is read, so nothing published in
             # between is missed; the connection drops live copies of what the replay sent.
@@ -96,7 +98,7 @@ def open_stream(state: ImpulseState, request: Request) -> Iterator[bytes] | byte
         if state.presence.enabled:
             # A hook's subject, or the verified token's; a clientId only outside JWT mode.
             member = admission.member(client_id)
-            state.presence.enter(connection, member, watch=request.args.get("presence") in ("1", "true"))
+            state.presence.enter(connection, member, watch=query_value(request, "presence") in ("1", "true"))
     except BaseException:
         state.presence.leave(connection)
         state.broker.release(connection)
@@ -136,7 +138,7 @@ def _names_refuse_the_subscription() -> Iterator[None]:
 
 
 def _optional_query(request: Request, name: str, max_length: int) -> str | None:
-    value = request.args.get(name)
+    value = query_value(request, name)
     if not value:
         return None
     return check_name(value, f"the {name} query parameter", max_length, INVALID_QUERY_PARAMETER)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _json
 from ._missing import MISSING
 from .config import Settings
 from .errors import PushError
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request
 
 # C0 and C1 control characters, DEL, and the Unicode line and paragraph separators: none may
 # reach a header, a log line or an SSE comment.
@@ -25,6 +28,15 @@ IDEMPOTENCY_KEY_RULE = f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII chara
 _SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 #: The error of a channel, topic or token in a stream's query string that is not a valid name.
 INVALID_QUERY_PARAMETER = "Invalid query parameter"
+
+
+def query_value(request: Request, name: str) -> str | None:
+    """The first value of the query parameter ``name``, or None when it is absent.
+
+    ``request.args.get`` raises and catches werkzeug's ``BadRequestKeyError`` for an absent
+    name: 3 µs each, and a stream opening asks for four names that are usually absent."""
+    args = request.args
+    return args[name] if name in args else None  # noqa: SIM401 (get raises inside)
 
 
 #: The keys a push object and its audience may hold. Anything else is refused rather than

@@ -6,14 +6,14 @@ options, the hang-up watcher) is in ``transport.py``."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 import gevent
 from gevent.event import Event
 
 from .. import metrics
 from ..sse import HEARTBEAT, encode_retry
-from .message import Message, MessageKey
+from .message import Framed, Message, MessageKey
 from .subscription import Subscription
 from .transport import StalledWrite, Watcher, watch_hangup
 
@@ -225,7 +225,7 @@ class Connection(Subscription):
     def frames(
         self,
         preamble: bytes,
-        replay: list[Message],
+        replay: Sequence[Framed],
         heartbeat_interval: float,
         on_end: Callable[[], None] | None = None,
     ) -> Generator[bytes, None, None]:

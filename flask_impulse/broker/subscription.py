@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from .message import Message
+from .message import Framed
 
 S = TypeVar("S", bound="Subscription")
 
@@ -26,7 +26,7 @@ class Subscription:
         self.audience_key = audience_key
 
     @staticmethod
-    def select(subscriptions: Sequence[S], message: Message) -> Sequence[S]:
+    def select(subscriptions: Sequence[S], message: Framed) -> Sequence[S]:
         """The subscriptions among ``subscriptions`` (on the message's channel) that ``message``
         is for: a message with a topic reaches that topic's streams only, one with an audience
         its tokens' streams only.
@@ -43,6 +43,6 @@ class Subscription:
             return [s for s in subscriptions if s.audience_key in audience]
         return [s for s in subscriptions if s.topic == topic and s.audience_key in audience]
 
-    def matches(self, message: Message) -> bool:
+    def matches(self, message: Framed) -> bool:
         """Whether ``message``, on one of the channels, is for this subscriber (a replay's filter)."""
         return bool(self.select((self,), message))

@@ -18,7 +18,7 @@ from .._missing import MISSING
 from ..broker import Connection
 from ..config import SecuritySettings
 from ..errors import AccessDenied, PushDenied, SubscriptionDenied, TokenRejected
-from ..validation import INVALID_QUERY_PARAMETER, PushRequest, check_name
+from ..validation import INVALID_QUERY_PARAMETER, PushRequest, check_name, query_value
 from .quotas import StreamQuotas
 from .tokens import Grant, TokenKeys, TokenVerifier, matches
 
@@ -190,7 +190,7 @@ class Gatekeeper:
     def presented_token(self, request: Request) -> str | None:
         """The subscriber's token: ``?token=`` (EventSource cannot set headers), else an
         ``Authorization: Bearer`` header, else the token cookie."""
-        token = request.args.get("token") or None
+        token = query_value(request, "token") or None
         if token is not None:
             return check_name(token, "the token query parameter", self.max_token_length, INVALID_QUERY_PARAMETER)
         # From the environ: werkzeug's header look-up raises and catches a KeyError per miss.

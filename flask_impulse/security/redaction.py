@@ -22,6 +22,8 @@ from urllib.parse import unquote_plus
 
 from flask import Request, g, has_app_context, has_request_context, request
 
+from ..validation import query_value
+
 REDACTED = "[redacted]"
 
 #: Parameter names whose values are never logged (matched case-insensitively, after percent-decoding).
@@ -106,7 +108,7 @@ def _request_secrets() -> list[str]:
         served = g._impulse_request
     else:
         return []
-    values = [served.args.get("token") or "", *served.cookies.values()]
+    values = [query_value(served, "token") or "", *served.cookies.values()]
     scheme, _, credentials = served.headers.get("Authorization", "").partition(" ")
     values += [credentials.strip(), scheme]  # a bare token, without "Bearer", is the scheme
     return values + list(g.get("_impulse_secrets", ()))

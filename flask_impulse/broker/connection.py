@@ -15,7 +15,7 @@ from .. import metrics
 from ..sse import HEARTBEAT, encode_retry
 from .message import Framed, Message, MessageKey
 from .subscription import Subscription
-from .transport import StalledWrite, Watcher, watch_hangup
+from .transport import HangupWatcher, StalledWrite
 
 #: Seconds a graceful end (a drain) gives a write in progress, and the final write, to finish.
 GRACEFUL_WRITE_TIMEOUT = 1.0
@@ -104,7 +104,7 @@ class Connection(Subscription):
         self._retry_ms: int | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._writing = False
-        self._hangup_watcher: Watcher | None = None
+        self._hangup_watcher: HangupWatcher | None = None
         # During resume, live messages at or before the last replayed id are already sent.
         self._skip_until: MessageKey | None = None
         # Direct writes: the client socket, its non-blocking send, set while the writer sleeps
@@ -186,6 +186,9 @@ class Connection(Subscription):
             self._parked = False
             self._greenlet.switch(woken)
 
+    def _timed_out(self) -> None:
+        self._resume(False)  # a method of its own: no arguments tuple kept by each parked timer
+
     def _park(self, timeout: float) -> bool:
         """Sleep until :meth:`_wake` or ``timeout`` seconds; True when woken.
 
@@ -199,7 +202,7 @@ class Connection(Subscription):
         timer = self._timer
         if timer is None:
             timer = self._timer = hub.loop.timer(timeout)
-        timer.start(self._resume, False)
+        timer.start(self._timed_out)
         self._parked = True
         try:
             return bool(hub.switch())
@@ -260,8 +263,11 @@ class Connection(Subscription):
         self._chunked = chunked
 
     def watch_hangup(self, client: socket.socket) -> None:
-        """Close as soon as the client hangs up, not at the next write (see :func:`watch_hangup`)."""
-        self._hangup_watcher = watch_hangup(client, lambda: self.close("client disconnected"))
+        """Close as soon as the client hangs up, not at the next write (see :class:`HangupWatcher`)."""
+        self._hangup_watcher = HangupWatcher(client, self._hung_up)
+
+    def _hung_up(self) -> None:
+        self.close("client disconnected")
 
     def frames(
         self,
@@ -287,6 +293,7 @@ class Connection(Subscription):
                 first += b"".join(message.frame for message in replay)
                 self._skip_until = replay[-1].key
             yield from self._write(first, heartbeat_interval)
+            del first, preamble, replay  # sent: an idle stream need not keep them
             queue = self._queue
             while True:
                 if not queue and not self._unsent and self._closing is None:

@@ -7,7 +7,6 @@ import contextlib
 import errno
 import socket
 from collections.abc import Callable
-from typing import Protocol
 
 import gevent
 
@@ -54,32 +53,33 @@ def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
         client.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds * 1000), 1))
 
 
-class Watcher(Protocol):
-    """What :func:`watch_hangup` returns: stop it when the stream ends."""
-
-    def stop(self) -> None: ...
-
-
-def watch_hangup(client: socket.socket, on_hangup: Callable[[], None]) -> Watcher:
-    """Call ``on_hangup`` as soon as the client hangs up, not at the next write.
+class HangupWatcher:
+    """Calls ``on_hangup`` as soon as the client hangs up, not at the next write.
 
     An EventSource never sends anything after its request, so the socket turns readable
     only when the client closes it (or sends garbage). A libev watcher costs no greenlet;
-    its callback peeks without blocking, in the hub.
+    its callback peeks without blocking, in the hub. A class with slots, not closures:
+    every idle stream holds one (about 400 bytes less than a closure and its cells).
     """
-    raw = getattr(client, "_sock", client)  # gevent's socket wraps the real one
-    watcher = gevent.get_hub().loop.io(client.fileno(), 1)
 
-    def on_readable() -> None:
+    __slots__ = ("_on_hangup", "_raw", "_watcher")
+
+    def __init__(self, client: socket.socket, on_hangup: Callable[[], None]) -> None:
+        self._raw = getattr(client, "_sock", client)  # gevent's socket wraps the real one
+        self._on_hangup = on_hangup
+        self._watcher = gevent.get_hub().loop.io(client.fileno(), 1)
+        self._watcher.start(self._readable)
+
+    def _readable(self) -> None:
         try:
-            data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = self._raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        watcher.stop()
+        self._watcher.stop()
         if not data:
-            on_hangup()
+            self._on_hangup()
 
-    watcher.start(on_readable)
-    return watcher  # type: ignore[no-any-return]
+    def stop(self) -> None:
+        self._watcher.stop()

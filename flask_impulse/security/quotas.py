@@ -62,19 +62,7 @@ class StreamQuotas:
             self._by_ip[ip] += 1
         if token_key is not None:
             self._by_token[token_key] += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            if ip is not None:
-                _decrement(self._by_ip, ip)
-            if token_key is not None:
-                _decrement(self._by_token, token_key)
-
-        return release
+        return _Held(self, ip, token_key)
 
     def _counted_address(self, address: str | None) -> str | None:
         """What the per-address quota counts ``address`` as (an IPv4 address, or an IPv6
@@ -104,6 +92,27 @@ class StreamQuotas:
 
 _UNKNOWN = object()
 _REMEMBERED_ADDRESSES = 10_000
+
+
+class _Held:
+    """One counted stream; calling it gives the stream back, once. An object with slots, not
+    a closure: every open stream holds one (about 220 bytes less)."""
+
+    __slots__ = ("_ip", "_quotas", "_token_key")
+
+    def __init__(self, quotas: StreamQuotas, ip: str | None, token_key: bytes | None) -> None:
+        self._quotas: StreamQuotas | None = quotas
+        self._ip = ip
+        self._token_key = token_key
+
+    def __call__(self) -> None:
+        quotas, self._quotas = self._quotas, None
+        if quotas is None:
+            return  # given back already
+        if self._ip is not None:
+            _decrement(quotas._by_ip, self._ip)
+        if self._token_key is not None:
+            _decrement(quotas._by_token, self._token_key)
 
 
 def _decrement(counter: Counter[Key], key: Key) -> None:

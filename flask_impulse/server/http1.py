@@ -194,6 +194,7 @@ class LeanLoop:
                             return
                         buffered += chunk
                         head_end = buffered.find(b"\r\n\r\n")
+                    chunk = b""  # in buffered now: a stream's greenlet would keep it
                 except gevent.Timeout as expired:
                     if expired is not idle:
                         raise
@@ -320,6 +321,7 @@ class LeanLoop:
                 timers.clear()
             for data in respiter:
                 answer.write(data)
+                del data  # written: a parked stream would keep its last frame
             answer.finish()
         except Exception as exc:
             if not answer.started:

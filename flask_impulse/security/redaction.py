@@ -90,8 +90,10 @@ def add_known_secrets(values: Iterable[str | None]) -> None:
 def note_request_secrets(values: Iterable[str | None]) -> None:
     """Redact these values from the records logged while the current request is served
     (the audience tokens of a push, say)."""
-    noted: set[str] = g.setdefault("_impulse_secrets", set())
-    noted.update(value for value in values if value and len(value) >= MIN_KNOWN_LENGTH)
+    fresh = [value for value in values if value and len(value) >= MIN_KNOWN_LENGTH]
+    if fresh:  # most pushes have no audience: no set in ``g`` for them
+        noted: set[str] = g.setdefault("_impulse_secrets", set())
+        noted.update(fresh)
 
 
 def note_request(served: Request) -> None:

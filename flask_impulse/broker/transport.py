@@ -67,8 +67,14 @@ class HangupWatcher:
     def __init__(self, client: socket.socket, on_hangup: Callable[[], None]) -> None:
         self._raw = getattr(client, "_sock", client)  # gevent's socket wraps the real one
         self._on_hangup = on_hangup
-        self._watcher = gevent.get_hub().loop.io(client.fileno(), 1)
-        self._watcher.start(self._readable)
+        # gevent's socket has a read watcher of its own, idle while nobody reads: borrowed, it
+        # costs no watcher and no system call per stream. A read while it is borrowed would
+        # fail loudly (ConcurrentObjectUseError); the stream gives it back when it ends.
+        watcher = getattr(client, "_read_event", None)
+        if watcher is None or watcher.active or watcher.callback is not None:
+            watcher = gevent.get_hub().loop.io(client.fileno(), 1)
+        self._watcher = watcher
+        watcher.start(self._readable)
 
     def _readable(self) -> None:
         try:

@@ -15,6 +15,7 @@ What they fix in gunicorn's defaults, for long-lived streams:
 from __future__ import annotations
 
 import functools
+import gc
 import signal
 from typing import Any
 
@@ -101,6 +102,12 @@ def post_worker_init(worker: Any) -> None:
         signal.signal(signum, functools.partial(_leave_gracefully, worker))
         signal.siginterrupt(signum, False)
     allow_direct_writes(frames_plain_http1(worker.cfg))
+    # The cyclic garbage collector's youngest generation is collected every 7,000 allocations
+    # rather than 700. A stream opened allocates dozens of objects that live as long as it,
+    # and collections kept walking them: at 10,000 streams the collector took 5 to 10% of what
+    # opening a stream cost. Cyclic garbage is still collected, a little later. (Not
+    # gc.freeze(): the frozen logging handlers are then finalized after gevent at exit.)
+    gc.set_threshold(7_000, *gc.get_threshold()[1:])
     gevent.spawn(_drain_on_exit, worker)
 
 

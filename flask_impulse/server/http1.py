@@ -168,6 +168,10 @@ class LeanLoop:
         self.max_line = cfg.limit_request_line or 8190
         self.max_fields = cfg.limit_request_fields
         self.max_field = cfg.limit_request_field_size or 8190
+        # Read once: each read of a gunicorn setting is a look-up through Config.__getattr__.
+        self.keepalive = cfg.keepalive
+        self.pre_request = cfg.pre_request
+        self.post_request = cfg.post_request
         # Past this much without a whole head, gunicorn reads the rest under its own limits:
         # a connection never buffers more here than a request line and a header line.
         self.max_head = self.max_line + self.max_field + 4
@@ -204,7 +208,7 @@ class LeanLoop:
         while True:
             head_end = buffered.find(b"\r\n\r\n")
             if head_end < 0:
-                idle = timers.pop() if timers else gevent.Timeout(self.cfg.keepalive, False)
+                idle = timers.pop() if timers else gevent.Timeout(self.keepalive, False)
                 idle.start()
                 try:
                     while head_end < 0:
@@ -348,8 +352,7 @@ class LeanLoop:
         """
         environ = held.pop()
         worker = self.worker
-        cfg = self.cfg
-        cfg.pre_request(worker, request)
+        self.pre_request(worker, request)
         worker.nr += 1
         if worker.nr >= worker.max_requests and worker.alive:
             worker.log.info("Autorestarting worker after current request.")
@@ -377,7 +380,7 @@ class LeanLoop:
             if respiter is not None and hasattr(respiter, "close"):
                 respiter.close()
             try:
-                cfg.post_request(worker, request, environ, answer)
+                self.post_request(worker, request, environ, answer)
             except Exception:
                 worker.log.exception("Exception in post_request hook")
         return not (answer.must_close or request.must_close)

@@ -9,7 +9,8 @@ What they fix in gunicorn's defaults, for long-lived streams:
 - on a worker's exit (SIGTERM, SIGINT, SIGQUIT, a restart by SIGHUP or ``max_requests``),
   every stream is ended within ``IMPULSE_DRAIN_WINDOW`` seconds with a ``retry:`` hint,
   instead of being held until ``graceful_timeout`` or cut all at once;
-- ``/health`` counts the streams of every worker of the instance (``instance``).
+- ``/health`` counts the streams of every worker of the instance (``instance``);
+- the garbage collector's youngest generation collected every 7,000 allocations, not 700.
 """
 
 from __future__ import annotations

@@ -95,3 +95,16 @@ def test_heartbeats_and_direct_writes_interleave_cleanly(fast_heartbeat: Service
         stream.assert_silent(0.3)
     assert [json.loads(event.data)["payload"] for event in events] == list(range(20))
     assert "heartbeat" in stream.decoder.comments
+
+
+def test_an_idle_stream_gets_one_heartbeat_per_interval(fast_heartbeat: Service) -> None:
+    """A parked writer's timer is restarted for each wait: it fires an interval later, not at
+    once (a one-shot libev timer started again after it fired did, and a stream sent
+    heartbeats as fast as the socket took them). Load can only make heartbeats rarer, so the
+    bound is on their number, from above; one must come."""
+    with SSEStream(fast_heartbeat.base, {"channel": unique("idle")}) as stream:
+        started = time.monotonic()
+        stream.assert_silent(1.0)
+        elapsed = time.monotonic() - started
+    beats = sum(1 for comment in stream.decoder.comments if "heartbeat" in comment)
+    assert 1 <= beats <= elapsed / 0.1 + 2, f"{beats} heartbeats in {elapsed:.2f} s at a 0.1 s interval"

@@ -201,8 +201,10 @@ class Connection(Subscription):
         hub = gevent.get_hub()
         timer = self._timer
         if timer is None:
-            timer = self._timer = hub.loop.timer(timeout)
-        timer.start(self._timed_out)
+            # Repeating, and restarted with again(): libev's idiom for an inactivity timeout. A
+            # one-shot timer started again after it fired fires at once (a heartbeat storm).
+            timer = self._timer = hub.loop.timer(timeout, timeout)
+        timer.again(self._timed_out, update=True)  # from now, not from the start of this loop turn
         self._parked = True
         try:
             return bool(hub.switch())

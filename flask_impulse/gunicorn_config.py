@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import signal
 from typing import Any
 
@@ -161,7 +162,10 @@ _open_requests: set[Any] = set()
 
 def pre_request(worker: Any, req: Any) -> None:
     _open_requests.add(req)
-    worker.log.debug("%s %s", req.method, req.path)
+    # What gunicorn's own hook logs, without a call through its logger per request.
+    error_log = getattr(worker.log, "error_log", None)  # any logger_class may be configured
+    if error_log is None or error_log.isEnabledFor(logging.DEBUG):
+        worker.log.debug("%s %s", req.method, req.path)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:

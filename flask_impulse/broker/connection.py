@@ -351,7 +351,7 @@ class Connection(Subscription):
         self._queued_bytes -= len(data)
         assert self._socket is not None
         self._writing = True
-        timer = gevent.Timeout(stall_after, StalledWrite("write stalled past the heartbeat interval"))
+        timer = gevent.Timeout(stall_after, StalledWrite)
         timer.start()
         try:
             self._socket.sendall(data)
@@ -360,8 +360,9 @@ class Connection(Subscription):
             self._writing = False
 
     def _write(self, data: bytes, stall_after: float) -> Iterator[bytes]:
+        # The exception's class, made only if the write stalls: not an instance per write.
         self._writing = True
-        timer = gevent.Timeout(stall_after, StalledWrite("write stalled past the heartbeat interval"))
+        timer = gevent.Timeout(stall_after, StalledWrite)
         timer.start()
         try:
             yield data

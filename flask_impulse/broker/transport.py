@@ -31,7 +31,7 @@ class StalledWrite(ConnectionResetError):
     """Raised into a stream's greenlet whose client stopped reading: gunicorn treats it as a
     reset connection, closes the socket quietly, and our generator's ``finally`` cleans up."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str = "write stalled past the heartbeat interval") -> None:
         super().__init__(errno.ECONNRESET, reason)
 
 
@@ -46,9 +46,10 @@ def abort_when_unacknowledged(client: socket.socket, seconds: float) -> None:
     hang-up watcher sees the socket error and closes the stream.
     """
     option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if option is None or client.family not in (socket.AF_INET, socket.AF_INET6):
+    if option is None:
         return
-    # A socket that takes no TCP options keeps the heartbeat's stall timeout alone.
+    # A socket that takes no TCP options (a unix socket's EOPNOTSUPP) keeps the heartbeat's
+    # stall timeout alone. Not asked for its family first: that is an enum built per stream.
     with contextlib.suppress(OSError):
         client.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds * 1000), 1))
 
